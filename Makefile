@@ -1,0 +1,58 @@
+# albumfix — two commands on a fresh machine: `make demo` and `make test`.
+# torch is pinned to 2.13.0 first: on this machine kind that is the local CPU wheel (a plain
+# `pip install torch` resolves to a multi-GB CUDA build). Users with a GPU: install the CUDA
+# build of torch into the venv first (see README), then `make install` keeps it.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+TORCH  ?= torch==2.13.0
+OUT    ?= sample_album-restored
+STAMP  := $(VENV)/.installed
+
+.PHONY: install demo test test-fast bench train eval sample-album clean help
+
+help:
+	@echo "make demo     set up (if needed) and restore sample_album/ into $(OUT)/"
+	@echo "make test     set up (if needed) and run the whole test suite"
+	@echo "make install  create $(VENV) and install albumfix with its dependencies"
+	@echo "make bench    run the benchmarks (minutes; numbers for notes, not tests)"
+	@echo "make train    train the shipped default weights (hours on CPU; see MODEL_CARD.md)"
+	@echo "make eval     evaluate the shipped weights on held-out people"
+	@echo "make sample-album  rebuild sample_album/ from its public-domain sources"
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PY) -c "import torch" 2>/dev/null || $(PIP) install --quiet $(TORCH)
+	$(PIP) install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/albumfix restore sample_album -o $(OUT); status=$$?; \
+	echo "Result: $(OUT)/ (before/after page: $(OUT)/report.html)"; exit $$status
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -m "not slow"
+
+bench: $(STAMP)
+	$(PY) benchmarks/bench_restore.py
+	$(PY) benchmarks/bench_analysis.py
+	$(PY) benchmarks/bench_grouping.py
+
+train: $(STAMP)
+	$(VENV)/bin/albumfix train --config train/albumfix-s128.toml
+
+eval: $(STAMP)
+	$(VENV)/bin/albumfix eval
+
+sample-album: $(STAMP)
+	$(PY) tools/build_sample_album.py
+
+clean:
+	rm -rf $(OUT) .pytest_cache

@@ -1,0 +1,252 @@
+"""The album index: one SQLite database (WAL) per output folder, `OUT/.albumfix/index.sqlite`.
+
+It makes every stage resumable and incremental:
+- `files`: album path -> content hash, cached on (size, mtime) so unchanged files are not re-hashed;
+- `photos` + `faces`: analysis results per *content hash* and analysis-settings key;
+- `assignments`, `people`, `constraints`: grouping, with manual corrections that re-grouping
+  never overwrites;
+- `outputs`: per album path, the key of the inputs+settings its output was made from, and whether
+  the write finished (`pending` rows mark a write a killed run may have left half done).
+
+Every write is a short transaction; a SIGKILL loses at most the photo in flight.
+Schema changes are numbered migrations applied in order (`meta.schema_version`).
+"""
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+MIGRATIONS: list[str] = [
+    # 1: initial schema
+    """
+    CREATE TABLE files (relpath TEXT PRIMARY KEY, content_hash TEXT NOT NULL,
+                        size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL);
+    CREATE TABLE photos (content_hash TEXT PRIMARY KEY, analysis_key TEXT NOT NULL,
+                         width INTEGER, height INTEGER, status TEXT NOT NULL, reason TEXT);
+    CREATE TABLE faces (face_id TEXT PRIMARY KEY, content_hash TEXT NOT NULL, idx INTEGER NOT NULL,
+                        box TEXT NOT NULL, score REAL NOT NULL, landmarks BLOB NOT NULL,
+                        embedding BLOB, embedder TEXT NOT NULL, quality TEXT NOT NULL);
+    CREATE INDEX faces_by_photo ON faces(content_hash);
+    CREATE TABLE people (person_id TEXT PRIMARY KEY, name TEXT);
+    CREATE TABLE assignments (face_id TEXT PRIMARY KEY, person_id TEXT NOT NULL,
+                              manual INTEGER NOT NULL DEFAULT 0);
+    CREATE TABLE constraints (kind TEXT NOT NULL, a TEXT NOT NULL, b TEXT NOT NULL DEFAULT '',
+                              PRIMARY KEY (kind, a, b));
+    CREATE TABLE outputs (relpath TEXT PRIMARY KEY, output_relpath TEXT NOT NULL,
+                          output_key TEXT NOT NULL, state TEXT NOT NULL, status TEXT NOT NULL,
+                          detail TEXT NOT NULL DEFAULT '{}', updated REAL NOT NULL);
+    """,
+]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+@dataclass
+class FaceRow:
+    """A stored face. landmarks (68, 2) float32 photo px; embedding (D,) float32 or None;
+    quality: the FaceQuality fields (decisions are derived from it at plan time, never stored)."""
+
+    face_id: str
+    content_hash: str
+    idx: int
+    box: tuple[float, float, float, float]
+    score: float
+    landmarks: np.ndarray
+    embedding: np.ndarray | None
+    embedder: str
+    quality: dict
+
+
+@dataclass
+class OutputRow:
+    relpath: str
+    output_relpath: str
+    output_key: str
+    state: str
+    status: str
+    detail: dict
+
+
+class AlbumIndex:
+    """Typed access to the index database. Use as a context manager."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.execute("PRAGMA foreign_keys=ON")
+        self._migrate()
+
+    def __enter__(self) -> "AlbumIndex":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.db.close()
+
+    def _migrate(self) -> None:
+        self.db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
+        row = self.db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        version = int(row[0]) if row else 0
+        if version > SCHEMA_VERSION:
+            raise RuntimeError(
+                f"index {self.path} has schema {version}, newer than this albumfix ({SCHEMA_VERSION})"
+            )
+        for number in range(version, SCHEMA_VERSION):
+            with self.transaction():
+                for statement in filter(str.strip, MIGRATIONS[number].split(";")):
+                    self.db.execute(statement)
+                self.db.execute(
+                    "INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(number + 1),)
+                )
+
+    def transaction(self):
+        """`with index.transaction():` one atomic unit of writes."""
+        return _Transaction(self.db)
+
+    @property
+    def schema_version(self) -> int:
+        return int(self.db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0])
+
+    # --- files -------------------------------------------------------------------------------
+    def cached_hash(self, relpath: str, size: int, mtime_ns: int) -> str | None:
+        row = self.db.execute(
+            "SELECT content_hash FROM files WHERE relpath=? AND size=? AND mtime_ns=?",
+            (relpath, size, mtime_ns),
+        ).fetchone()
+        return row[0] if row else None
+
+    def remember_hash(self, relpath: str, size: int, mtime_ns: int, digest: str) -> None:
+        self.db.execute(
+            "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?)", (relpath, digest, size, mtime_ns)
+        )
+
+    # --- analysis ----------------------------------------------------------------------------
+    def analysis_done(self, content_hash: str, analysis_key: str) -> tuple[str, str] | None:
+        """(status, reason) when this content was analysed with this key, else None."""
+        row = self.db.execute(
+            "SELECT status, reason FROM photos WHERE content_hash=? AND analysis_key=?",
+            (content_hash, analysis_key),
+        ).fetchone()
+        return (row[0], row[1] or "") if row else None
+
+    def store_analysis(self, content_hash: str, analysis_key: str, size: tuple[int, int] | None,
+                       status: str, reason: str, faces: list[FaceRow]) -> None:
+        """Replace the analysis of one photo (faces included) in one transaction."""
+        width, height = size if size else (None, None)
+        with self.transaction():
+            old = [r[0] for r in self.db.execute(
+                "SELECT face_id FROM faces WHERE content_hash=?", (content_hash,))]
+            keep = {f.face_id for f in faces}
+            for face_id in old:
+                if face_id not in keep:
+                    self.db.execute("DELETE FROM assignments WHERE face_id=? AND manual=0", (face_id,))
+            self.db.execute("DELETE FROM faces WHERE content_hash=?", (content_hash,))
+            self.db.execute(
+                "INSERT OR REPLACE INTO photos VALUES (?, ?, ?, ?, ?, ?)",
+                (content_hash, analysis_key, width, height, status, reason),
+            )
+            for f in faces:
+                self.db.execute(
+                    "INSERT INTO faces VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (f.face_id, f.content_hash, f.idx, json.dumps(list(f.box)), f.score,
+                     np.asarray(f.landmarks, np.float32).tobytes(),
+                     None if f.embedding is None else np.asarray(f.embedding, np.float32).tobytes(),
+                     f.embedder, json.dumps(f.quality)),
+                )
+
+    def faces(self, content_hashes: list[str] | None = None) -> list[FaceRow]:
+        """Stored faces, ordered by face id; only those of `content_hashes` when given."""
+        rows = self.db.execute("SELECT * FROM faces ORDER BY face_id").fetchall()
+        wanted = set(content_hashes) if content_hashes is not None else None
+        return [_face_row(r) for r in rows if wanted is None or r[1] in wanted]
+
+    # --- grouping ----------------------------------------------------------------------------
+    def assignments(self) -> dict[str, tuple[str, bool]]:
+        """face_id -> (person_id, manual)."""
+        return {r[0]: (r[1], bool(r[2])) for r in self.db.execute("SELECT * FROM assignments")}
+
+    def replace_automatic_assignments(self, labels: dict[str, str]) -> None:
+        """Store automatic grouping; manual rows are kept as they are."""
+        with self.transaction():
+            self.db.execute("DELETE FROM assignments WHERE manual=0")
+            manual = {r[0] for r in self.db.execute("SELECT face_id FROM assignments")}
+            self.db.executemany(
+                "INSERT INTO assignments VALUES (?, ?, 0)",
+                [(f, p) for f, p in sorted(labels.items()) if f not in manual],
+            )
+
+    def set_manual(self, face_ids: list[str], person_id: str) -> None:
+        with self.transaction():
+            self.db.executemany(
+                "INSERT OR REPLACE INTO assignments VALUES (?, ?, 1)", [(f, person_id) for f in face_ids]
+            )
+
+    def exclude_faces(self, face_ids: list[str]) -> None:
+        """Never group these faces again (and drop their current assignment)."""
+        with self.transaction():
+            for face_id in face_ids:
+                self.db.execute("INSERT OR IGNORE INTO constraints VALUES ('exclude', ?, '')", (face_id,))
+                self.db.execute("DELETE FROM assignments WHERE face_id=?", (face_id,))
+
+    def person_names(self) -> dict[str, str]:
+        return {r[0]: r[1] for r in self.db.execute("SELECT person_id, name FROM people") if r[1]}
+
+    def set_person_name(self, person_id: str, name: str | None) -> None:
+        self.db.execute("INSERT OR REPLACE INTO people VALUES (?, ?)", (person_id, name))
+
+    def add_constraint(self, kind: str, a: str, b: str = "") -> None:
+        self.db.execute("INSERT OR IGNORE INTO constraints VALUES (?, ?, ?)", (kind, a, b))
+
+    def constraints(self, kind: str) -> list[tuple[str, str]]:
+        return [(r[0], r[1]) for r in self.db.execute(
+            "SELECT a, b FROM constraints WHERE kind=? ORDER BY a, b", (kind,))]
+
+    # --- outputs -----------------------------------------------------------------------------
+    def output(self, relpath: str) -> OutputRow | None:
+        row = self.db.execute(
+            "SELECT relpath, output_relpath, output_key, state, status, detail FROM outputs WHERE relpath=?",
+            (relpath,),
+        ).fetchone()
+        return OutputRow(row[0], row[1], row[2], row[3], row[4], json.loads(row[5])) if row else None
+
+    def outputs_by_target(self) -> dict[str, OutputRow]:
+        rows = self.db.execute(
+            "SELECT relpath, output_relpath, output_key, state, status, detail FROM outputs").fetchall()
+        return {r[1]: OutputRow(r[0], r[1], r[2], r[3], r[4], json.loads(r[5])) for r in rows}
+
+    def mark_output(self, row: OutputRow) -> None:
+        self.db.execute(
+            "INSERT OR REPLACE INTO outputs VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (row.relpath, row.output_relpath, row.output_key, row.state, row.status,
+             json.dumps(row.detail), time.time()),
+        )
+
+
+class _Transaction:
+    def __init__(self, db: sqlite3.Connection):
+        self.db = db
+
+    def __enter__(self):
+        self.db.execute("BEGIN IMMEDIATE")
+        return self.db
+
+    def __exit__(self, exc_type, *_):
+        self.db.execute("ROLLBACK" if exc_type else "COMMIT")
+
+
+def _face_row(r: tuple) -> FaceRow:
+    return FaceRow(
+        face_id=r[0], content_hash=r[1], idx=r[2], box=tuple(json.loads(r[3])), score=r[4],
+        landmarks=np.frombuffer(r[5], np.float32).reshape(68, 2).copy(),
+        embedding=None if r[6] is None else np.frombuffer(r[6], np.float32).copy(),
+        embedder=r[7], quality=json.loads(r[8]),
+    )

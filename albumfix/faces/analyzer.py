@@ -1,0 +1,47 @@
+"""The face-analysis interface: one record per detected face and the protocol every backend meets.
+
+Coordinates are in pixels of the *oriented* photo (EXIF rotation already applied), x to the right,
+y down. Landmarks follow the 68-point iBUG order (0-based): jaw 0-16, brows 17-26, nose 27-35,
+eyes 36-47, mouth 48-67.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+
+@dataclass
+class DetectedFace:
+    """One face found in one photo.
+
+    box: (x0, y0, x1, y1) in photo pixels; score: detector confidence (backend units, higher is
+    surer); landmarks: (68, 2) float32 (x, y) photo pixels; embedding: (D,) float32 L2-normalised
+    identity vector (D = 128 for dlib, 512 for ArcFace) or None; detector / landmarker /
+    embedder name the backends that produced each part.
+    """
+
+    box: tuple[float, float, float, float]
+    score: float
+    landmarks: np.ndarray
+    embedding: np.ndarray | None
+    detector: str = ""
+    landmarker: str = ""
+    embedder: str = ""
+    extra: dict = field(default_factory=dict)
+
+
+class FaceAnalyzer(Protocol):
+    """Finds faces, their 68 landmarks and identity embeddings in one RGB photo."""
+
+    name: str
+    embedder: str  # names the embedding space; grouping thresholds are calibrated per space
+
+    def analyse(self, rgb: np.ndarray) -> list[DetectedFace]:
+        """rgb: (H, W, 3) uint8. Returns faces sorted by box (top-to-bottom, left-to-right)."""
+        ...
+
+
+class BackendUnavailable(RuntimeError):
+    """A backend's library or model files are missing; the message says what and where to put it."""

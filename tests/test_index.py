@@ -1,0 +1,85 @@
+"""The album index: schema, migrations, cached hashes, analyses and manual corrections."""
+from __future__ import annotations
+
+import sqlite3
+
+import numpy as np
+import pytest
+
+from albumfix.album import index as index_module
+from albumfix.album.index import AlbumIndex, FaceRow, OutputRow
+
+
+def _face(face_id: str, digest: str, idx: int = 0) -> FaceRow:
+    rng = np.random.default_rng(idx)
+    return FaceRow(face_id, digest, idx, (1.0, 2.0, 30.0, 40.0), 0.9,
+                   rng.random((68, 2)).astype(np.float32), rng.random(128).astype(np.float32),
+                   "dlib", {"score": 0.5})
+
+
+def test_schema_is_created_in_wal_mode_and_versioned(tmp_path):
+    with AlbumIndex(tmp_path / "i.sqlite") as ix:
+        assert ix.schema_version == index_module.SCHEMA_VERSION
+        assert ix.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_newer_schema_is_refused(tmp_path):
+    with AlbumIndex(tmp_path / "i.sqlite"):
+        pass
+    db = sqlite3.connect(tmp_path / "i.sqlite")
+    db.execute("UPDATE meta SET value='999' WHERE key='schema_version'")
+    db.commit()
+    db.close()
+    with pytest.raises(RuntimeError, match="newer"):
+        AlbumIndex(tmp_path / "i.sqlite")
+
+
+def test_migrations_apply_in_order(tmp_path, monkeypatch):
+    with AlbumIndex(tmp_path / "i.sqlite"):
+        pass
+    monkeypatch.setattr(index_module, "MIGRATIONS",
+                        index_module.MIGRATIONS + ["ALTER TABLE photos ADD COLUMN note TEXT"])
+    monkeypatch.setattr(index_module, "SCHEMA_VERSION", len(index_module.MIGRATIONS))
+    with AlbumIndex(tmp_path / "i.sqlite") as ix:
+        assert ix.schema_version == len(index_module.MIGRATIONS)
+        cols = [r[1] for r in ix.db.execute("PRAGMA table_info(photos)")]
+        assert "note" in cols
+
+
+def test_hash_cache_keyed_on_size_and_mtime(tmp_path):
+    with AlbumIndex(tmp_path / "i.sqlite") as ix:
+        ix.remember_hash("a.jpg", 10, 123, "h1")
+        assert ix.cached_hash("a.jpg", 10, 123) == "h1"
+        assert ix.cached_hash("a.jpg", 10, 124) is None
+        assert ix.cached_hash("a.jpg", 11, 123) is None
+
+
+def test_analysis_roundtrip_and_settings_key(tmp_path):
+    with AlbumIndex(tmp_path / "i.sqlite") as ix:
+        faces = [_face("h1-0", "h1", 0), _face("h1-1", "h1", 1)]
+        ix.store_analysis("h1", "k1", (100, 80), "ok", "", faces)
+        assert ix.analysis_done("h1", "k1") == ("ok", "")
+        assert ix.analysis_done("h1", "k2") is None
+        back = ix.faces(["h1"])
+        assert [f.face_id for f in back] == ["h1-0", "h1-1"]
+        assert np.array_equal(back[1].landmarks, faces[1].landmarks)
+        assert np.array_equal(back[1].embedding, faces[1].embedding)
+        ix.store_analysis("h1", "k2", (100, 80), "ok", "", faces[:1])
+        assert [f.face_id for f in ix.faces()] == ["h1-0"]
+
+
+def test_manual_assignments_survive_automatic_regrouping(tmp_path):
+    with AlbumIndex(tmp_path / "i.sqlite") as ix:
+        ix.set_manual(["f1"], "grandma")
+        ix.replace_automatic_assignments({"f1": "auto-x", "f2": "auto-x"})
+        assert ix.assignments() == {"f1": ("grandma", True), "f2": ("auto-x", False)}
+        ix.replace_automatic_assignments({"f2": "auto-y"})
+        assert ix.assignments() == {"f1": ("grandma", True), "f2": ("auto-y", False)}
+
+
+def test_outputs_rows(tmp_path):
+    with AlbumIndex(tmp_path / "i.sqlite") as ix:
+        ix.mark_output(OutputRow("a.jpg", "a.jpg", "key", "pending", "", {}))
+        assert ix.output("a.jpg").state == "pending"
+        ix.mark_output(OutputRow("a.jpg", "a.jpg", "key", "done", "restored", {"reason": ""}))
+        assert ix.outputs_by_target()["a.jpg"].status == "restored"
