@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageCms
+from PIL import Image, ImageCms, UnidentifiedImageError
 
 from albumfix.album.atomic import atomic_write_bytes
 
@@ -103,6 +103,8 @@ def decode(path: Path) -> Photo:
         ) from exc
     except ImageDecodeError:
         raise
+    except UnidentifiedImageError as exc:
+        raise ImageDecodeError("not a readable image: unknown or corrupt format") from exc
     except (OSError, ValueError, SyntaxError, struct.error, zlib.error, EOFError) as exc:
         raise ImageDecodeError(f"not a readable image: {exc}") from exc
 

@@ -1,0 +1,403 @@
+"""The `albumfix` command line (typer). Thin: parse options, call the pipeline, render output.
+
+Every option can also come from an environment variable `ALBUMFIX_<OPTION>` (shown in --help) or
+from a TOML config file (`--config`). Logs and progress go to stderr; `--json` writes one JSON
+document to stdout. Exit codes: 0 ok, 1 some photos failed, 2 usage error, 3 album not found or
+unreadable, 4 fatal (model, weights or device unusable).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from typer.core import TyperGroup
+
+from albumfix import __version__
+from albumfix.errors import EXIT_USAGE, AlbumfixError, UsageError
+
+
+class _DefaultCommandGroup(TyperGroup):
+    """A command group whose first argument falls back to its `list` command:
+    `albumfix people ALBUM` == `albumfix people list ALBUM`."""
+
+    def parse_args(self, ctx, args):
+        if args and args[0] not in self.commands and not args[0].startswith("-"):
+            args = ["list", *args]
+        return super().parse_args(ctx, args)
+
+
+app = typer.Typer(
+    name="albumfix",
+    help="Restore the faces in a photo album, guided by each person's own best photos.\n\n"
+         "Start with:  albumfix restore ALBUM   (writes a restored copy to ALBUM-restored/)",
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+people_app = typer.Typer(cls=_DefaultCommandGroup, no_args_is_help=True, rich_markup_mode=None,
+                         help="List people found in an album and correct the grouping.\n\n"
+                              "albumfix people ALBUM lists them; corrections persist across runs.")
+models_app = typer.Typer(rich_markup_mode=None,
+                         help="List restoration models and weights; import a checkpoint.")
+app.add_typer(people_app, name="people")
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"albumfix {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                                help="Print the version and exit.")] = False) -> None:
+    """Restore the faces in a photo album, guided by each person's own best photos."""
+app.add_typer(models_app, name="models")
+
+log = logging.getLogger("albumfix")
+
+
+def _env(name: str) -> str:
+    return f"ALBUMFIX_{name.upper()}"
+
+
+# --- shared options (one definition each, reused by scan and restore) ---------------------------
+AlbumArg = Annotated[Path, typer.Argument(help="Album folder (searched recursively).", show_default=False)]
+OutOpt = Annotated[Optional[Path], typer.Option("--output", "-o", envvar=_env("output"),
+                   help="Output folder [default: ALBUM-restored beside the album].")]
+ConfigOpt = Annotated[Optional[Path], typer.Option("--config", envvar=_env("config"),
+                      help="TOML file with default settings (same names as the options).")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout.")]
+DryRunOpt = Annotated[Optional[bool], typer.Option("--dry-run", envvar=_env("dry_run"),
+                      help="Plan and report; write nothing.", show_default=False)]
+VerboseOpt = Annotated[int, typer.Option("--verbose", "-v", count=True, help="More log detail (-vv: debug).")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings and errors on stderr.")]
+FacesOpt = Annotated[Optional[str], typer.Option("--faces", envvar=_env("faces"),
+                     help="Face detector+embedder: auto|dlib|insightface [default: auto].")]
+LandmarksOpt = Annotated[Optional[str], typer.Option("--landmarks", envvar=_env("landmarks"),
+                         help="68-point landmarks: auto|dlib|fan [default: auto].")]
+ModelsDirOpt = Annotated[Optional[Path], typer.Option("--models-dir", envvar=_env("models_dir"),
+                         help="insightface model root [default: ~/.insightface].")]
+UpsampleOpt = Annotated[Optional[int], typer.Option("--upsample", envvar=_env("upsample"),
+                        help="dlib HOG upsampling (finds smaller faces, slower) [default: 1].")]
+CnnOpt = Annotated[Optional[bool], typer.Option("--cnn-fallback/--no-cnn-fallback", envvar=_env("cnn_fallback"),
+                   help="Try dlib's slower CNN detector when HOG finds no face [default: on].",
+                   show_default=False)]
+MaxMpOpt = Annotated[Optional[float], typer.Option("--max-megapixels", envvar=_env("max_megapixels"),
+                     help="Refuse larger images (decompression-bomb guard) [default: 180].")]
+RestoreModeOpt = Annotated[Optional[str], typer.Option("--restore", envvar=_env("restore"),
+                           help="Which faces: auto (degraded ones) | all | none [default: auto].")]
+MinFaceOpt = Annotated[Optional[int], typer.Option("--min-face-size", envvar=_env("min_face_size"),
+                       help="Skip faces whose eye-to-eye distance is below this many px [default: 24].")]
+ExemplarsOpt = Annotated[Optional[int], typer.Option("--exemplars", envvar=_env("exemplars"),
+                         help="Exemplars kept per degraded face; the best guides the model [default: 1].")]
+
+
+def _setup_logging(verbose: int, quiet: bool) -> None:
+    level = logging.WARNING if quiet else (logging.DEBUG if verbose > 1 else logging.INFO)
+    root = logging.getLogger("albumfix")
+    root.handlers.clear()
+    root.setLevel(level)
+    root.propagate = False
+    if sys.stderr.isatty():
+        from rich.console import Console
+        from rich.logging import RichHandler
+
+        handler: logging.Handler = RichHandler(console=Console(stderr=True), show_path=False,
+                                               show_time=False)
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("albumfix: %(levelname)s: %(message)s"))
+    root.addHandler(handler)
+
+
+class _RichProgress:
+    """Progress bars on stderr; used only when stderr is a terminal."""
+
+    def __init__(self):
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.bar = Progress(TextColumn("{task.description:>8}"), BarColumn(), MofNCompleteColumn(),
+                            TimeElapsedColumn(), console=Console(stderr=True), transient=True)
+        self.task = None
+
+    def __enter__(self):
+        self.bar.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.bar.stop()
+
+    def stage(self, name: str, total: int) -> None:
+        if self.task is not None:
+            self.bar.remove_task(self.task)
+        self.task = self.bar.add_task(name, total=total)
+
+    def advance(self, n: int = 1) -> None:
+        if self.task is not None:
+            self.bar.advance(self.task, n)
+
+
+def _fail(exc: AlbumfixError) -> None:
+    typer.echo(f"albumfix: error: {exc}", err=True)
+    raise typer.Exit(exc.exit_code)
+
+
+def _run(album: Path, restore: bool, as_json: bool, verbose: int, quiet: bool, config: Path | None,
+         given: dict) -> None:
+    from contextlib import nullcontext
+
+    from albumfix.pipeline import Pipeline
+    from albumfix.settings import load_settings
+
+    _setup_logging(verbose, quiet)
+    try:
+        settings = load_settings(config, given)
+        pipeline = Pipeline(album, settings)
+        progress = _RichProgress() if sys.stderr.isatty() and not quiet else nullcontext()
+        with progress as bar:
+            pipeline.progress = bar or pipeline.progress
+            report = pipeline.run(restore=restore)
+    except AlbumfixError as exc:
+        _fail(exc)
+    data = report.to_json()
+    if as_json:
+        typer.echo(json.dumps(data, indent=2, ensure_ascii=False))
+    else:
+        _print_summary(data, restore)
+    raise typer.Exit(report.exit_code)
+
+
+def _print_summary(data: dict, restore: bool) -> None:
+    s = data["summary"]
+    verb = "restored" if restore else "analysed"
+    typer.echo(f"{s['photos']} photos {verb} in {s['seconds']:.1f} s: {s['restored']} restored, "
+               f"{s['unchanged']} unchanged, {s['skipped']} skipped, {s['failed']} failed; "
+               f"{s['faces']} faces, {s['people']} people.")
+    for p in data["photos"]:
+        if p["status"] in ("failed", "skipped"):
+            typer.echo(f"  {p['status']}: {p['path']}: {p['reason']}")
+    if restore and not data["dry_run"]:
+        typer.echo(f"Output: {data['output']}  (open {Path(data['output']) / 'report.html'})")
+
+
+@app.command()
+def restore(
+    album: AlbumArg,
+    output: OutOpt = None,
+    overwrite: Annotated[Optional[str], typer.Option(
+        "--overwrite", envvar=_env("overwrite"),
+        help="Existing files in OUTPUT that albumfix did not write: never|always|if-newer "
+             "(if the photo is newer) [default: never]. Files albumfix wrote are always updated.")] = None,
+    dry_run: DryRunOpt = None,
+    faces: FacesOpt = None,
+    landmarks: LandmarksOpt = None,
+    models_dir: ModelsDirOpt = None,
+    upsample: UpsampleOpt = None,
+    cnn_fallback: CnnOpt = None,
+    max_megapixels: MaxMpOpt = None,
+    restore_mode: RestoreModeOpt = None,
+    min_face_size: MinFaceOpt = None,
+    exemplars: ExemplarsOpt = None,
+    model: Annotated[Optional[str], typer.Option("--model", envvar=_env("model"),
+                     help="Model configuration (see `albumfix models`) [default: albumfix-s128].")] = None,
+    weights: Annotated[Optional[Path], typer.Option("--weights", envvar=_env("weights"),
+                       help="Checkpoint file [default: the registered weights of --model].")] = None,
+    device: Annotated[Optional[str], typer.Option("--device", envvar=_env("device"),
+                      help="auto|cpu|cuda|cuda:N|mps [default: auto].")] = None,
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", envvar=_env("batch_size"),
+                          help="Faces per model call; halved on GPU out-of-memory [default: 8].")] = None,
+    precision: Annotated[Optional[str], typer.Option("--precision", envvar=_env("precision"),
+                         help="auto (bf16/fp16 on GPU) | fp32 [default: auto].")] = None,
+    strength: Annotated[Optional[float], typer.Option("--strength", envvar=_env("strength"),
+                        help="0 keeps the original face, 1 the restored one [default: 1].")] = None,
+    save_faces: Annotated[Optional[bool], typer.Option("--save-faces", envvar=_env("save_faces"),
+                          help="Also write LQ | exemplar | restored strips to OUTPUT/.albumfix/faces/.",
+                          show_default=False)] = None,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+    verbose: VerboseOpt = 0,
+    quiet: QuietOpt = False,
+) -> None:
+    """Restore the faces of every photo in ALBUM into a copy under OUTPUT.
+
+    Originals are never modified. A re-run only redoes what changed; a killed run resumes.
+    Photos without a face to restore are copied byte-for-byte. Writes OUTPUT/report.html.
+    """
+    given = dict(locals())
+    for key in ("album", "config", "as_json", "verbose", "quiet"):
+        given.pop(key)
+    given["restore"] = given.pop("restore_mode")
+    _run(album, True, as_json, verbose, quiet, config, given)
+
+
+@app.command()
+def scan(
+    album: AlbumArg,
+    output: OutOpt = None,
+    dry_run: DryRunOpt = None,
+    faces: FacesOpt = None,
+    landmarks: LandmarksOpt = None,
+    models_dir: ModelsDirOpt = None,
+    upsample: UpsampleOpt = None,
+    cnn_fallback: CnnOpt = None,
+    max_megapixels: MaxMpOpt = None,
+    restore_mode: RestoreModeOpt = None,
+    min_face_size: MinFaceOpt = None,
+    exemplars: ExemplarsOpt = None,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+    verbose: VerboseOpt = 0,
+    quiet: QuietOpt = False,
+) -> None:
+    """Find faces, group them into people and choose exemplars; restore nothing.
+
+    Results are kept in OUTPUT/.albumfix/index.sqlite, so a later `restore` reuses them.
+    """
+    given = dict(locals())
+    for key in ("album", "config", "as_json", "verbose", "quiet"):
+        given.pop(key)
+    given["restore"] = given.pop("restore_mode")
+    _run(album, False, as_json, verbose, quiet, config, given)
+
+
+@app.command()
+def doctor(as_json: JsonOpt = False) -> None:
+    """Show the device, face backends, weights found and library versions."""
+    from albumfix.doctor import collect, render
+
+    facts = collect()
+    typer.echo(json.dumps(facts, indent=2) if as_json else render(facts))
+
+
+# --- people -------------------------------------------------------------------------------------
+def _people_index(album: Path, output: Path | None):
+    from albumfix.pipeline import index_path, resolve_paths
+    from albumfix.settings import Settings
+
+    try:
+        _, out = resolve_paths(album, Settings(output=output))
+    except AlbumfixError as exc:
+        _fail(exc)
+    path = index_path(out)
+    if not path.exists():
+        _fail(UsageError(f"no index at {path}: run `albumfix scan {album}` first"))
+    from albumfix.album.index import AlbumIndex
+
+    return AlbumIndex(path)
+
+
+def _people_call(album: Path, output: Path | None, action) -> None:
+    from albumfix.people.edit import PeopleEditError
+
+    with _people_index(album, output) as ix:
+        try:
+            message = action(ix)
+        except PeopleEditError as exc:
+            _fail(UsageError(str(exc)))
+    typer.echo(message)
+
+
+@people_app.command("list")
+def people_list(album: AlbumArg, output: OutOpt = None, as_json: JsonOpt = False) -> None:
+    """List the people of ALBUM (from the last scan or restore) with their faces."""
+    from albumfix.people.edit import list_people
+
+    with _people_index(album, output) as ix:
+        people = list_people(ix)
+    if as_json:
+        typer.echo(json.dumps(people, indent=2, ensure_ascii=False))
+        return
+    for p in people:
+        typer.echo(f"{p['id']}  {p['name'] or '-'}  ({len(p['faces'])} faces)  {' '.join(p['faces'])}")
+
+
+@people_app.command("name")
+def people_name(album: AlbumArg, person: str, name: str, output: OutOpt = None) -> None:
+    """Give PERSON a NAME (shown in reports)."""
+    from albumfix.people.edit import name_person
+
+    _people_call(album, output, lambda ix: name_person(ix, person, name))
+
+
+@people_app.command("merge")
+def people_merge(album: AlbumArg, people: Annotated[list[str], typer.Argument(help="Two or more person ids; the first one keeps its id.")],
+                 output: OutOpt = None) -> None:
+    """Merge people into the first one given."""
+    from albumfix.people.edit import merge_people
+
+    _people_call(album, output, lambda ix: merge_people(ix, people))
+
+
+@people_app.command("split")
+def people_split(album: AlbumArg, person: str,
+                 faces: Annotated[list[str], typer.Argument(help="Face ids to move to a new person.")],
+                 output: OutOpt = None) -> None:
+    """Move FACES out of PERSON into a new person (they will never be grouped back)."""
+    from albumfix.people.edit import split_person
+
+    _people_call(album, output, lambda ix: split_person(ix, person, faces))
+
+
+@people_app.command("exclude")
+def people_exclude(album: AlbumArg, faces: Annotated[list[str], typer.Argument(help="Face ids.")],
+                   output: OutOpt = None) -> None:
+    """Exclude faces (false detections, strangers): never grouped, never exemplars."""
+    from albumfix.people.edit import exclude_faces
+
+    _people_call(album, output, lambda ix: exclude_faces(ix, faces))
+
+
+# --- models -------------------------------------------------------------------------------------
+@models_app.callback(invoke_without_command=True)
+def models_root(ctx: typer.Context) -> None:
+    """`albumfix models` alone lists them."""
+    if ctx.invoked_subcommand is None:
+        models_list(as_json=False)
+
+
+@models_app.command("list")
+def models_list(as_json: JsonOpt = False) -> None:
+    """List model configurations and the weights found for them, with SHA-256 checksums."""
+    from albumfix.restore import list_configs
+    from albumfix.restore.weights import list_weights
+
+    weights = list_weights()
+    rows = [{"config": name, "weights": [{"path": str(w.path), "sha256": w.sha256, "source": w.source,
+                                          "bytes": w.size} for w in weights if w.config == name]}
+            for name in list_configs()]
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    for row in rows:
+        typer.echo(row["config"])
+        for w in row["weights"] or [{"path": "(no weights found)", "sha256": "", "source": ""}]:
+            typer.echo(f"    {w['source']:8} {w['sha256'][:16]}  {w['path']}")
+
+
+@models_app.command("import")
+def models_import(path: Annotated[Path, typer.Argument(help="Checkpoint (.safetensors or .pth, e.g. ASFFNet512.pth).")]) -> None:
+    """Validate a checkpoint against its configuration and register it for use."""
+    from albumfix.restore.weights import WeightsError, import_weights
+
+    try:
+        info = import_weights(path)
+    except WeightsError as exc:
+        typer.echo(f"albumfix: error: {exc}", err=True)
+        raise typer.Exit(EXIT_USAGE)
+    typer.echo(f"imported {path} as {info.config}: {info.path} (sha256 {info.sha256})")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

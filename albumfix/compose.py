@@ -1,0 +1,162 @@
+"""The restore and compose stages: aligned crops in, restored faces out, pasted into a copy of
+the photo and written atomically. Faces of several photos share one model batch.
+"""
+from __future__ import annotations
+
+import io
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from albumfix.album import imageio
+from albumfix.album.atomic import atomic_write_bytes
+from albumfix.album.index import AlbumIndex, OutputRow
+from albumfix.album.scan import AlbumFile
+
+log = logging.getLogger("albumfix")
+
+REPORT_DIR = Path(".albumfix") / "report"
+FACES_DIR = Path(".albumfix") / "faces"
+THUMB_SIDE = 128
+MAX_PHOTOS_IN_FLIGHT = 4
+
+
+@dataclass
+class _FaceWork:
+    face_id: str
+    transform: object  # AlignTransform
+    landmarks: np.ndarray  # (68, 2) photo px
+    job: object  # RestoreJob
+    exemplar: str | None
+
+
+@dataclass
+class _PhotoWork:
+    file: AlbumFile
+    target: Path
+    row: OutputRow
+    report: object  # PhotoReport
+    photo: imageio.Photo
+    faces: list[_FaceWork] = field(default_factory=list)
+
+
+class Composer:
+    """Collects faces to restore across photos, runs the engine in batches, writes photos."""
+
+    def __init__(self, pipeline, ix: AlbumIndex, plan, hashes: dict[str, str], files: list[AlbumFile]):
+        self.pipeline = pipeline
+        self.ix = ix
+        self.plan = plan
+        self.file_of_hash = {}
+        for f in files:
+            if f.relpath in hashes:
+                self.file_of_hash.setdefault(hashes[f.relpath], f)
+        self.pending: list[_PhotoWork] = []
+        self._refs: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+
+    @property
+    def engine(self):
+        return self.pipeline.engine()
+
+    def submit(self, f: AlbumFile, target: Path, row: OutputRow, report, face_ids: list[str]) -> None:
+        """Queue one photo; runs the model when enough faces are waiting."""
+        from albumfix.restore.engine import RestoreJob
+
+        try:
+            photo = imageio.decode(f.path)
+        except imageio.ImageDecodeError as exc:
+            self.pipeline._fail(report, str(exc))
+            self.pipeline.progress.advance()
+            return
+        work = _PhotoWork(f, target, row, report, photo)
+        rgb = photo.rgb8()
+        size = self.engine.size
+        for fid in face_ids:
+            plan = self.plan.faces[fid]
+            t, lq, lq_lm = self._crop(rgb, plan.row.landmarks, size)
+            ref = self._reference(self.plan.exemplar_of(fid), size)
+            job = RestoreJob(lq=lq, ref=None if ref is None else ref[0], lq_landmarks=lq_lm,
+                             ref_landmarks=None if ref is None else ref[1])
+            work.faces.append(_FaceWork(fid, t, plan.row.landmarks, job, self.plan.exemplar_of(fid)))
+        self.pending.append(work)
+        waiting = sum(len(w.faces) for w in self.pending)
+        if waiting >= self.engine.batch_size or len(self.pending) >= MAX_PHOTOS_IN_FLIGHT:
+            self.flush()
+
+    @staticmethod
+    def _crop(rgb: np.ndarray, landmarks: np.ndarray, size: int):
+        """(transform, (S, S, 3) uint8 aligned crop, (68, 2) crop landmarks)."""
+        from albumfix.faces.align import ffhq_transform, landmarks_to_crop, warp_to_crop
+
+        t = ffhq_transform(landmarks, size)
+        return t, warp_to_crop(rgb, t, border="reflect"), landmarks_to_crop(landmarks, t)
+
+    def _reference(self, face_id: str | None, size: int):
+        """Aligned crop + crop landmarks of an exemplar face (decoded once per run)."""
+        if face_id is None:
+            return None
+        if face_id not in self._refs:
+            row = self.plan.faces[face_id].row
+            photo = imageio.decode(self.file_of_hash[row.content_hash].path)
+            _, crop, lm = self._crop(photo.rgb8(), row.landmarks, size)
+            self._refs[face_id] = (crop, lm)
+        return self._refs[face_id]
+
+    def flush(self) -> None:
+        """Restore every queued face in batches, then compose and write each photo."""
+        if not self.pending:
+            return
+        work, self.pending = self.pending, []
+        results = self.engine.restore([fw.job for w in work for fw in w.faces])
+        cursor = 0
+        for w in work:
+            restored = results[cursor:cursor + len(w.faces)]
+            cursor += len(w.faces)
+            try:
+                info = self._compose(w, restored)
+            except (OSError, ValueError) as exc:
+                self.pipeline._fail(w.report, f"could not write output: {exc}")
+            else:
+                self.plan.attach_restored(w.report, info)
+                self.pipeline._finish(self.ix, w.row, w.report, "restored", info)
+            self.pipeline.progress.advance()
+
+    def _compose(self, w: _PhotoWork, restored: list) -> dict:
+        from albumfix.restore.blend import face_strip, paste_face
+
+        settings = self.pipeline.settings
+        pixels = w.photo.pixels
+        info = {}
+        for fw, result in zip(w.faces, restored):
+            pixels = paste_face(pixels, result.image, fw.transform, fw.landmarks, strength=settings.strength)
+            strip = face_strip(fw.job.lq, fw.job.ref, result.image)
+            self._write_image(self.pipeline.out / REPORT_DIR / f"{fw.face_id}.jpg", _thumb(strip))
+            if settings.save_faces:
+                self._write_image(self.pipeline.out / FACES_DIR / f"{fw.face_id}.png", strip)
+            info[fw.face_id] = {
+                "model": settings.model,
+                "exemplar": fw.exemplar,
+                "guided": bool(result.guided),
+                "seconds": round(float(result.seconds), 4),
+            }
+        imageio.write_photo(w.photo, pixels, w.target, os.stat(w.file.path))
+        return info
+
+    @staticmethod
+    def _write_image(path: Path, rgb: np.ndarray) -> None:
+        from PIL import Image
+
+        buf = io.BytesIO()
+        Image.fromarray(rgb).save(buf, format="JPEG" if path.suffix == ".jpg" else "PNG", quality=90)
+        atomic_write_bytes(path, buf.getvalue())
+
+
+def _thumb(strip: np.ndarray) -> np.ndarray:
+    """(S, 3S, 3) strip scaled to THUMB_SIDE px high."""
+    import cv2
+
+    h, w = strip.shape[:2]
+    return cv2.resize(strip, (w * THUMB_SIDE // h, THUMB_SIDE), interpolation=cv2.INTER_AREA)

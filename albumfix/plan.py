@@ -1,0 +1,150 @@
+"""The group and choose stages: decide each face's action, group faces into people, and pick
+exemplars for every face to restore. Cheap (no model work), so it runs on every invocation from
+what the index holds; only the grouping is stored (manual corrections persist there).
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from albumfix.album.index import AlbumIndex, FaceRow
+from albumfix.settings import Settings
+
+log = logging.getLogger("albumfix")
+
+EMBEDDING_SPACES = {"dlib": "dlib", "arcface": "arcface", "insightface": "arcface"}
+
+
+@dataclass
+class FacePlan:
+    """What happens to one face. action: restore | exemplar | skip."""
+
+    row: FaceRow
+    action: str
+    reason: str
+    exemplar_eligible: bool
+    person: str | None = None
+    exemplars: list = field(default_factory=list)  # [ExemplarChoice], best first
+
+
+@dataclass
+class Plan:
+    faces: dict[str, FacePlan]
+    names: dict[str, str]
+
+    def by_photo(self, content_hash: str) -> list[FacePlan]:
+        return [f for f in self.faces.values() if f.row.content_hash == content_hash]
+
+    def faces_to_restore(self, content_hash: str) -> list[str]:
+        return [f.row.face_id for f in self.by_photo(content_hash) if f.action == "restore"]
+
+    def exemplar_of(self, face_id: str) -> str | None:
+        """The exemplar that guides the model for this face (the best one), or None."""
+        choices = self.faces[face_id].exemplars
+        return choices[0].face_id if choices else None
+
+    def face_reports(self, content_hash: str) -> list[dict]:
+        """JSON objects of the photo's faces (ids stable across runs)."""
+        return [{
+            "id": f.row.face_id,
+            "box": [round(v, 1) for v in f.row.box],
+            "score": round(float(f.row.score), 4),
+            "quality": round(float(f.row.quality.get("score", 0.0)), 4),
+            "action": f.action,
+            "reason": f.reason,
+            "person": f.person,
+            "exemplars": [{"face": c.face_id, "distance": round(float(c.distance), 5)}
+                          for c in f.exemplars],
+        } for f in self.by_photo(content_hash)]
+
+    def attach_restored(self, report, restored: dict) -> None:
+        """Add `"restored": {...}` to the report's face objects (face_id -> info)."""
+        for face in report.faces:
+            if face["id"] in restored:
+                face["restored"] = restored[face["id"]]
+
+    def people_report(self) -> list[dict]:
+        people: dict[str, list[str]] = {}
+        for f in sorted(self.faces.values(), key=lambda f: f.row.face_id):
+            if f.person is not None:
+                people.setdefault(f.person, []).append(f.row.face_id)
+        return [{"id": pid, "name": self.names.get(pid), "faces": fids}
+                for pid, fids in sorted(people.items())]
+
+
+def build_plan(ix: AlbumIndex, faces: list[FaceRow], settings: Settings, progress) -> Plan:
+    """Decide, group (incrementally, manual corrections first) and choose exemplars."""
+    from albumfix.faces.quality import FaceQuality, decide_action
+
+    progress.stage("group", len(faces))
+    plans: dict[str, FacePlan] = {}
+    for row in faces:
+        decision = decide_action(FaceQuality(**row.quality), restore_mode=settings.restore,
+                                 min_face_size=settings.min_face_size)
+        plans[row.face_id] = FacePlan(row, decision.action, decision.reason,
+                                      decision.exemplar_eligible)
+    _group(ix, plans)
+    _choose(plans, settings.exemplars)
+    progress.advance(len(faces))
+    return Plan(plans, ix.person_names())
+
+
+def _space(embedder: str) -> str:
+    return EMBEDDING_SPACES.get(embedder, embedder)
+
+
+def _group(ix: AlbumIndex, plans: dict[str, FacePlan]) -> None:
+    """Assign persons: stored people keep their faces, new faces join them or form new people."""
+    from albumfix.people.cluster import FaceRecord, Overrides, Person, assign_new
+
+    stored = ix.assignments()
+    excluded = {a for a, _ in ix.constraints("exclude")}
+    overrides = Overrides(
+        pinned={fid: pid for fid, (pid, manual) in stored.items() if manual},
+        excluded=excluded,
+        cannot_link={(a, b) for a, b in ix.constraints("cannot_link")},
+    )
+    groupable = [p for p in plans.values() if p.action != "skip" and p.row.embedding is not None]
+    labels: dict[str, str | None] = {}
+    for space in sorted({_space(p.row.embedder) for p in groupable}):
+        members = [p for p in groupable if _space(p.row.embedder) == space]
+        records = {p.row.face_id: FaceRecord(p.row.face_id, p.row.content_hash, p.row.embedding)
+                   for p in members}
+        existing: dict[str, list] = {}
+        for fid, rec in records.items():
+            if fid in stored and fid not in excluded:
+                existing.setdefault(stored[fid][0], []).append(rec)
+        new = [rec for fid, rec in records.items() if fid not in stored or fid in excluded]
+        people = [Person(pid, recs) for pid, recs in sorted(existing.items())]
+        labels.update({fid: pid for p in people for fid in (r.face_id for r in p.faces)})
+        labels.update(assign_new(people, new, space=space, overrides=overrides).labels)
+    for fid, person in labels.items():
+        plans[fid].person = person
+    ix.replace_automatic_assignments(
+        {fid: pid for fid, pid in labels.items() if pid is not None and not stored.get(fid, ("", False))[1]}
+    )
+
+
+def _choose(plans: dict[str, FacePlan], k: int) -> None:
+    """Top-k exemplars per face to restore, from its own person's eligible faces."""
+    from albumfix.people.exemplars import ExemplarFace, choose_exemplars
+
+    by_person: dict[str, list[FacePlan]] = {}
+    for p in plans.values():
+        if p.person is not None and p.exemplar_eligible:
+            by_person.setdefault(p.person, []).append(p)
+
+    def as_exemplar(p: FacePlan) -> ExemplarFace:
+        return ExemplarFace(p.row.face_id, p.row.content_hash, p.row.embedding,
+                            np.asarray(p.row.landmarks, np.float32))
+
+    for p in plans.values():
+        if p.action != "restore":
+            continue
+        candidates = [as_exemplar(c) for c in by_person.get(p.person, [])] if p.person else []
+        p.exemplars = choose_exemplars(as_exemplar(p), candidates, k=k,
+                                       space=_space(p.row.embedder)) if candidates else []
+        if not p.exemplars:
+            p.reason = p.reason or "no eligible exemplar of this person: restored without guidance"
