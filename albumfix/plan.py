@@ -118,7 +118,7 @@ def _group(ix: AlbumIndex, plans: dict[str, FacePlan]) -> None:
                 existing.setdefault(stored[fid][0], []).append(rec)
         new = [rec for fid, rec in records.items() if fid not in stored or fid in excluded]
         people = [Person(pid, recs) for pid, recs in sorted(existing.items())]
-        labels.update({fid: pid for p in people for fid in (r.face_id for r in p.faces)})
+        labels.update({r.face_id: p.person_id for p in people for r in p.faces})
         labels.update(assign_new(people, new, space=space, overrides=overrides).labels)
     for fid, person in labels.items():
         plans[fid].person = person

@@ -1,0 +1,67 @@
+"""Shared fixtures: the real sample album, real (randomly initialised) model weights, and an
+album index analysed once per session so that tests of later stages need not re-run dlib."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE_ALBUM = REPO / "sample_album"
+
+
+def cli_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "albumfix.cli", *args]
+
+
+def run_cli(*args: str, honour_permissions: bool = False, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run `albumfix ARGS` as a separate process (exit codes, stdout/stderr split).
+    honour_permissions: when running as root, drop the capabilities that let root read any
+    file (util-linux `setpriv`), so permission bits apply as they do for a normal user."""
+    command = cli_command(*args)
+    if honour_permissions and os.geteuid() == 0:
+        command = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search", *command]
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=REPO)
+
+
+@pytest.fixture(scope="session")
+def album_copy(tmp_path_factory) -> Path:
+    """A pristine copy of sample_album (tests must not modify it; copy again to change it)."""
+    dst = tmp_path_factory.mktemp("albums") / "album"
+    shutil.copytree(SAMPLE_ALBUM, dst, ignore=shutil.ignore_patterns("README.md"))
+    return dst
+
+
+@pytest.fixture(scope="session")
+def random_weights(tmp_path_factory) -> Path:
+    """albumfix-s128 weights, randomly initialised and saved in our real format (safetensors).
+    Tests of the pipeline's mechanics use them so they do not depend on the shipped file."""
+    import torch
+
+    from albumfix.restore import create_model
+    from albumfix.restore.weights import save_weights
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("weights") / "random-s128.safetensors"
+    save_weights(create_model("albumfix-s128"), path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def analysed_index(album_copy, tmp_path_factory) -> Path:
+    """An index of album_copy after `scan` with the default analysis settings."""
+    out = tmp_path_factory.mktemp("scanned") / "out"
+    result = run_cli("scan", str(album_copy), "-o", str(out), "--quiet")
+    assert result.returncode == 0, result.stderr
+    return out / ".albumfix" / "index.sqlite"
+
+
+def seeded_output(analysed_index: Path, out: Path) -> Path:
+    """A new OUT folder that starts with a copy of the analysed index."""
+    (out / ".albumfix").mkdir(parents=True)
+    shutil.copy2(analysed_index, out / ".albumfix" / "index.sqlite")
+    return out

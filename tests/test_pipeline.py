@@ -1,0 +1,154 @@
+"""The album pipeline end to end on the real sample album: outputs, JSON, incremental re-runs,
+dry runs, overwrite policy, refusal to write inside the album."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from albumfix.errors import AlbumError, UsageError
+from albumfix.pipeline import Pipeline
+from albumfix.settings import Settings
+from conftest import run_cli, seeded_output
+
+PHOTO_KEYS = {"path", "status", "reason", "output", "faces"}
+FACE_KEYS = {"id", "box", "score", "quality", "action", "reason", "person", "exemplars"}
+
+
+def _settings(out, weights, **kw) -> Settings:
+    return Settings(output=out, weights=weights, **kw).validate()
+
+
+@pytest.fixture(scope="module")
+def restored(album_copy, analysed_index, random_weights, tmp_path_factory):
+    """One full restore of the sample album (analysis reused from the session's scan)."""
+    out = seeded_output(analysed_index, tmp_path_factory.mktemp("restored") / "out")
+    pipeline = Pipeline(album_copy, _settings(out, random_weights, restore="all"))
+    report = pipeline.run()
+    return out, report, pipeline
+
+
+def test_outputs_mirror_album_and_json_has_stable_keys(album_copy, restored):
+    out, report, _ = restored
+    data = report.to_json()
+    assert set(data) >= {"version", "album", "output", "summary", "photos", "people"}
+    assert set(data["summary"]) >= {"photos", "restored", "unchanged", "failed", "skipped", "faces",
+                                    "people", "seconds"}
+    by_path = {p["path"]: p for p in data["photos"]}
+    assert sorted(by_path) == ["1975/group.png", "1998/old print.jpg", "2009/oval office.jpg",
+                               "2009/podium.jpg", "scans/coffee.png"]
+    for p in data["photos"]:
+        assert set(p) >= PHOTO_KEYS
+        assert p["status"] in ("restored", "unchanged")
+        assert (out / p["output"]).is_file()
+        for face in p["faces"]:
+            assert set(face) >= FACE_KEYS
+    # nothing to restore: byte-for-byte copy with the file's times
+    coffee = by_path["scans/coffee.png"]
+    assert coffee["status"] == "unchanged" and coffee["faces"] == []
+    assert (out / "scans/coffee.png").read_bytes() == (album_copy / "scans/coffee.png").read_bytes()
+    assert os.stat(out / "scans/coffee.png").st_mtime_ns == os.stat(album_copy / "scans/coffee.png").st_mtime_ns
+    # a restored photo: new pixels, same size, report entries for its faces
+    old = by_path["1998/old print.jpg"]
+    assert old["status"] == "restored"
+    assert any("restored" in f and f["restored"]["model"] == "albumfix-s128" for f in old["faces"])
+    a = np.asarray(Image.open(album_copy / "1998/old print.jpg"))
+    b = np.asarray(Image.open(out / "1998/old print.jpg"))
+    assert a.shape == b.shape and not np.array_equal(a, b)
+    assert (out / "report.html").is_file() and "old print.jpg" in (out / "report.html").read_text()
+    assert (out / ".albumfix" / "index.sqlite").is_file()
+    assert json.loads(json.dumps(data)) == data  # JSON-serialisable as is
+
+
+def test_orientation_output_is_upright_with_tag_reset(album_copy, restored):
+    out, report, _ = restored
+    assert {p.path: p.status for p in report.photos}["2009/oval office.jpg"] == "restored"
+    src = Image.open(album_copy / "2009/oval office.jpg")
+    dst = Image.open(out / "2009/oval office.jpg")
+    assert src.getexif()[0x0112] == 6
+    assert dst.size == (src.size[1], src.size[0])  # pixels rotated upright once
+    assert dst.getexif()[0x0112] == 1  # and the tag reset, so viewers do not rotate again
+
+
+def test_grayscale_photo_stays_grayscale(restored):
+    out, _, _ = restored
+    group = np.asarray(Image.open(out / "1975/group.png"))
+    assert group.ndim == 2 or np.array_equal(group[..., 0], group[..., 1])
+
+
+def test_rerun_with_nothing_changed_does_no_model_work(album_copy, restored, random_weights):
+    out, first, _ = restored
+    again = Pipeline(album_copy, _settings(out, random_weights, restore="all"))
+    report = again.run()
+    assert again._analyzer is None and again._engine is None  # no model was even loaded
+    strip = lambda d: {k: v for k, v in d.items() if k != "summary"}  # noqa: E731
+    assert strip(report.to_json()) == strip(first.to_json())
+
+
+def test_changed_photo_is_the_only_one_reprocessed(album_copy, analysed_index, random_weights,
+                                                   tmp_path, monkeypatch):
+    album = tmp_path / "album"
+    shutil.copytree(album_copy, album)
+    out = seeded_output(analysed_index, tmp_path / "out")
+    Pipeline(album, _settings(out, random_weights)).run()
+    Image.open(album / "2009/podium.jpg").rotate(3).save(album / "2009/podium.jpg", quality=90)
+    analysed, restored = [], []
+    real_analyse = Pipeline._analyse_one
+    monkeypatch.setattr(Pipeline, "_analyse_one",
+                        lambda self, ix, digest, f, key: analysed.append(f.relpath) or real_analyse(self, ix, digest, f, key))
+    from albumfix import compose
+
+    real_submit = compose.Composer.submit
+    monkeypatch.setattr(compose.Composer, "submit",
+                        lambda self, f, *a: restored.append(f.relpath) or real_submit(self, f, *a))
+    Pipeline(album, _settings(out, random_weights)).run()
+    assert analysed == ["2009/podium.jpg"]
+    assert set(restored) <= {"2009/podium.jpg", "1998/old print.jpg"}  # its exemplar may change
+
+
+def test_dry_run_writes_nothing(album_copy, random_weights, tmp_path):
+    out = tmp_path / "out"
+    report = Pipeline(album_copy, _settings(out, random_weights, dry_run=True, cnn_fallback=False)).run()
+    assert not out.exists()
+    assert report.to_json()["dry_run"] is True
+    assert all(p.reason == "dry run: nothing written" for p in report.photos if p.status != "failed")
+
+
+def test_output_inside_album_is_refused(album_copy, tmp_path):
+    with pytest.raises(UsageError):
+        Pipeline(album_copy, Settings(output=album_copy / "restored"))
+    with pytest.raises(UsageError):
+        Pipeline(album_copy, Settings(output=album_copy))
+    with pytest.raises(AlbumError):
+        Pipeline(tmp_path / "missing", Settings())
+
+
+def test_cli_exit_codes_for_usage_and_missing_album(album_copy, tmp_path):
+    inside = run_cli("restore", str(album_copy), "-o", str(album_copy / "x"))
+    assert inside.returncode == 2 and "inside the album" in inside.stderr
+    missing = run_cli("restore", str(tmp_path / "nope"))
+    assert missing.returncode == 3 and "album not found" in missing.stderr
+    bad_option = run_cli("restore", str(album_copy), "--overwrite", "sometimes")
+    assert bad_option.returncode == 2
+
+
+@pytest.mark.parametrize("policy,expect_replaced", [("never", False), ("always", True), ("if-newer", True)])
+def test_overwrite_policy_for_files_albumfix_did_not_write(album_copy, analysed_index, random_weights,
+                                                            tmp_path, policy, expect_replaced):
+    out = seeded_output(analysed_index, tmp_path / "out")
+    foreign = out / "scans" / "coffee.png"
+    foreign.parent.mkdir(parents=True)
+    foreign.write_bytes(b"someone else's file")
+    os.utime(foreign, ns=(0, 0))  # older than the album photo, so if-newer replaces it
+    report = Pipeline(album_copy, _settings(out, random_weights, overwrite=policy, restore="none")).run()
+    status = {p.path: p for p in report.photos}["scans/coffee.png"]
+    if expect_replaced:
+        assert foreign.read_bytes() == (album_copy / "scans/coffee.png").read_bytes()
+        assert status.status == "unchanged"
+    else:
+        assert foreign.read_bytes() == b"someone else's file"
+        assert status.status == "skipped" and "not written by albumfix" in status.reason
