@@ -318,6 +318,7 @@ class Pipeline:
             row = OutputRow(f.relpath, target_rel, out_key, "pending", "", {})
             ix.mark_output(row)
             if not to_restore:
+                report.reason = "no face needs restoration" if report.faces else "no face found"
                 atomic_copy(f.path, target)
                 self._finish(ix, row, report, "unchanged", {})
                 self.progress.advance()

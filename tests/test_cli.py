@@ -1,0 +1,94 @@
+"""The command line: help without heavy imports, env vars and config files, people edits,
+models listing, doctor, and the stdout/stderr split."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from albumfix.settings import SettingsError, load_settings
+from conftest import REPO, run_cli, seeded_output
+
+
+def test_help_does_not_import_torch_or_backends():
+    code = ("import sys; from albumfix import cli; "
+            "print(sorted(m for m in ('torch', 'dlib', 'insightface', 'onnxruntime', 'face_alignment') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert out.stdout.strip() == "[]"
+    help_text = run_cli("restore", "--help").stdout
+    for option in ("--output", "--overwrite", "--dry-run", "--json", "--restore", "--min-face-size",
+                   "--device", "--strength", "--save-faces", "ALBUMFIX_DEVICE"):
+        assert option in help_text
+
+
+def test_settings_precedence_flag_over_config_over_default(tmp_path):
+    config = tmp_path / "albumfix.toml"
+    config.write_text('device = "cpu"\nstrength = 0.5\nmin_face_size = 40\n')
+    s = load_settings(config, {"strength": 0.8, "device": None})
+    assert (s.device, s.strength, s.min_face_size, s.batch_size) == ("cpu", 0.8, 40, 8)
+    config.write_text('colour = "blue"\n')
+    with pytest.raises(SettingsError, match="unknown setting"):
+        load_settings(config, {})
+    with pytest.raises(SettingsError, match="--strength"):
+        load_settings(None, {"strength": 3.0})
+
+
+def test_env_var_sets_an_option(album_copy, tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    monkeypatch.setenv("ALBUMFIX_OVERWRITE", "sometimes")
+    bad = subprocess.run([sys.executable, "-m", "albumfix.cli", "restore", str(album_copy), "-o", str(out)],
+                         capture_output=True, text=True, cwd=REPO)
+    assert bad.returncode == 2 and "--overwrite" in bad.stderr
+
+
+def test_people_commands_edit_and_persist(album_copy, analysed_index, tmp_path):
+    out = seeded_output(analysed_index, tmp_path / "out")
+    scan = run_cli("scan", str(album_copy), "-o", str(out), "--json", "-q")
+    assert scan.returncode == 0, scan.stderr
+    people = json.loads(run_cli("people", str(album_copy), "-o", str(out), "--json").stdout)
+    assert people and all({"id", "name", "faces"} <= set(p) for p in people)
+    biggest = max(people, key=lambda p: len(p["faces"]))
+    others = [p for p in people if p is not biggest]
+
+    named = run_cli("people", "name", str(album_copy), biggest["id"], "Grandpa", "-o", str(out))
+    assert named.returncode == 0, named.stderr
+    merged = run_cli("people", "merge", str(album_copy), biggest["id"], others[0]["id"], "-o", str(out))
+    assert merged.returncode == 0, merged.stderr
+    moved = others[0]["faces"][0]
+    split = run_cli("people", "split", str(album_copy), biggest["id"], moved, "-o", str(out))
+    assert split.returncode == 0, split.stderr
+    excluded_face = biggest["faces"][-1]
+    assert run_cli("people", "exclude", str(album_copy), excluded_face, "-o", str(out)).returncode == 0
+
+    # a new scan (re-grouping) keeps every manual decision
+    rescan = json.loads(run_cli("scan", str(album_copy), "-o", str(out), "--json", "-q").stdout)
+    after = {p["id"]: p for p in rescan["people"]}
+    assert after[biggest["id"]]["name"] == "Grandpa"
+    assert moved not in after[biggest["id"]]["faces"]
+    assert any(moved in p["faces"] for pid, p in after.items() if pid != biggest["id"])
+    assert all(excluded_face not in p["faces"] for p in after.values())
+
+    unknown = run_cli("people", "name", str(album_copy), "no-such-person", "X", "-o", str(out))
+    assert unknown.returncode == 2 and "no person" in unknown.stderr
+
+
+def test_models_and_doctor_json():
+    models = run_cli("models", "list", "--json")
+    assert models.returncode == 0, models.stderr
+    names = [m["config"] for m in json.loads(models.stdout)]
+    assert "asffnet512" in names and "albumfix-s128" in names
+    doctor = json.loads(run_cli("doctor", "--json").stdout)
+    assert doctor["backends"]["dlib"]["ok"] is True
+    assert set(doctor) >= {"device", "backends", "weights", "versions"}
+    assert doctor["backends"]["insightface"]["ok"] in (True, False)
+
+
+def test_json_goes_to_stdout_and_logs_to_stderr(album_copy, analysed_index, tmp_path):
+    out = seeded_output(analysed_index, tmp_path / "out")
+    result = run_cli("scan", str(album_copy), "-o", str(out), "--json")
+    data = json.loads(result.stdout)  # stdout is exactly one JSON document
+    assert data["summary"]["photos"] == 5
+    assert "albumfix: INFO" in result.stderr
+    assert "\x1b[" not in result.stderr  # no colour codes when stderr is not a terminal
