@@ -1,0 +1,173 @@
+"""Face-analysis backends and the one factory that picks them.
+
+An analyzer is three parts run in order: a detector (boxes, maybe 5 key points), a landmarker
+(68 iBUG points per box) and an embedder (identity vector per face). Parts:
+
+- dlib (embedded default, offline): HOG detector with an MMOD CNN fallback, 68-point shape
+  predictor, 128-d ResNet embedding; files from the ``face_recognition_models`` package.
+- insightface: SCRFD detector + ArcFace embedding (+ the pack's 68-point 3-D landmark model when
+  present) from ``<root>/models/<pack>/*.onnx`` (insightface's own layout, root ~/.insightface).
+- fan: face_alignment's 2D-FAN landmarks from the torch hub cache.
+
+Nothing is ever downloaded: a missing file raises BackendUnavailable naming the file and folder.
+Heavy libraries (onnxruntime, torch, face_alignment) are imported only when their part is built.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from albumfix.faces.analyzer import BackendUnavailable, DetectedFace, FaceAnalyzer
+
+FACE_BACKENDS = ("auto", "dlib", "insightface")
+LANDMARK_BACKENDS = ("auto", "dlib", "fan")
+
+
+@dataclass
+class FaceBox:
+    """One detector hit. box: (x0, y0, x1, y1) photo px; score: detector units; keypoints:
+    (5, 2) float32 photo px (eye on the photo's left, other eye, nose tip, mouth corner on the
+    photo's left, other corner) or None; detector: part name."""
+
+    box: tuple[float, float, float, float]
+    score: float
+    keypoints: np.ndarray | None
+    detector: str
+
+
+class Detector(Protocol):
+    name: str
+
+    def detect(self, rgb: np.ndarray) -> list[FaceBox]:
+        """rgb: (H, W, 3) uint8 -> boxes in photo px."""
+        ...
+
+
+class Landmarker(Protocol):
+    name: str
+
+    def landmarks(self, rgb: np.ndarray, faces: list[FaceBox]) -> list[np.ndarray]:
+        """rgb: (H, W, 3) uint8 -> one (68, 2) float32 photo-px array per box."""
+        ...
+
+
+class Embedder(Protocol):
+    name: str
+
+    def embed(self, rgb: np.ndarray, faces: list[FaceBox], landmarks: list[np.ndarray]) -> list[np.ndarray]:
+        """rgb: (H, W, 3) uint8 -> one (D,) float32 unit-length vector per face."""
+        ...
+
+
+class PipelineAnalyzer:
+    """FaceAnalyzer made of a detector, a landmarker and an embedder (each loaded once)."""
+
+    def __init__(self, detector: Detector, landmarker: Landmarker, embedder: Embedder) -> None:
+        self.detector = detector
+        self.landmarker = landmarker
+        self.embedding_part = embedder
+        self.name = f"{detector.name}+{landmarker.name}+{embedder.name}"
+        self.embedder = embedder.name
+
+    def analyse(self, rgb: np.ndarray) -> list[DetectedFace]:
+        """rgb: (H, W, 3) uint8. Returns faces sorted top-to-bottom, then left-to-right."""
+        if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+            raise ValueError(f"expected (H, W, 3) uint8 RGB, got {rgb.shape} {rgb.dtype}")
+        rgb = np.ascontiguousarray(rgb)
+        boxes = sorted(self.detector.detect(rgb), key=lambda f: (f.box[1], f.box[0]))
+        if not boxes:
+            return []
+        points = self.landmarker.landmarks(rgb, boxes)
+        vectors = self.embedding_part.embed(rgb, boxes, points)
+        return [
+            DetectedFace(
+                box=tuple(float(v) for v in b.box),
+                score=float(b.score),
+                landmarks=np.asarray(p, dtype=np.float32),
+                embedding=np.asarray(e, dtype=np.float32),
+                detector=b.detector,
+                landmarker=self.landmarker.name,
+                embedder=self.embedding_part.name,
+            )
+            for b, p, e in zip(boxes, points, vectors)
+        ]
+
+
+def unit_rows(vectors: np.ndarray) -> np.ndarray:
+    """(N, D) -> (N, D) float32, each row scaled to unit L2 length (zero rows stay zero)."""
+    v = np.asarray(vectors, dtype=np.float32)
+    norm = np.linalg.norm(v, axis=1, keepdims=True)
+    return v / np.where(norm > 0, norm, 1.0)
+
+
+def torch_hub_checkpoints() -> Path:
+    """torch.hub's checkpoint folder, computed as torch does ($TORCH_HOME/hub, else
+    $XDG_CACHE_HOME/torch/hub, else ~/.cache/torch/hub) without importing torch."""
+    torch_home = os.environ.get("TORCH_HOME")
+    if not torch_home:
+        cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+        torch_home = os.path.join(cache, "torch")
+    return Path(os.path.expanduser(torch_home)) / "hub" / "checkpoints"
+
+
+def _pick_faces(faces: str, models_dir: str | None, upsample: int, cnn_fallback: bool):
+    """-> (detector, embedder, insightface pack or None) for a faces choice."""
+    from albumfix.faces.backends import dlib_backend, insightface_backend
+
+    if faces in ("auto", "insightface"):
+        try:
+            pack = insightface_backend.InsightFacePack.load(models_dir)
+        except BackendUnavailable:
+            if faces == "insightface":
+                raise
+        else:
+            return pack.detector(), pack.embedder(), pack
+    models = dlib_backend.DlibModels.load()
+    return models.detector(upsample=upsample, cnn_fallback=cnn_fallback), models.embedder(), None
+
+
+def _pick_landmarker(landmarks: str, pack, models_dir: str | None) -> Landmarker:
+    from albumfix.faces.backends import dlib_backend, fan_backend
+
+    if landmarks == "auto" and pack is not None and pack.has_landmarks_68:
+        return pack.landmarker()
+    if landmarks in ("auto", "fan"):
+        try:
+            return fan_backend.FanLandmarker.load(models_dir)
+        except BackendUnavailable:
+            if landmarks == "fan":
+                raise
+    return dlib_backend.DlibModels.load().landmarker()
+
+
+def create_analyzer(
+    faces: str = "auto",
+    landmarks: str = "auto",
+    models_dir: str | None = None,
+    upsample: int = 1,
+    cnn_fallback: bool = True,
+) -> FaceAnalyzer:
+    """Build the analyzer for the chosen backends.
+
+    faces: "dlib" | "insightface" | "auto" (insightface when its pack is complete, else dlib).
+    landmarks: "dlib" | "fan" | "auto" (the insightface pack's 68-point model with insightface
+    faces, else FAN when its weights are present, else dlib).
+    models_dir: insightface root (``<dir>/models/buffalo_l/*.onnx``) or a pack folder itself
+    (``<dir>/*.onnx``); also searched for the FAN checkpoint. None: ~/.insightface and the
+    torch hub cache. upsample, cnn_fallback: dlib HOG detector settings (see dlib_backend).
+    Returns a PipelineAnalyzer; its ``embedder`` (embedding space) is "dlib" (128-d) or
+    "arcface" (512-d), its ``name`` "<detector>+<landmarker>+<embedder>" with parts dlib, scrfd,
+    insightface68, fan, arcface. Raises ValueError for unknown names and BackendUnavailable when
+    an explicit choice is missing or unreadable ("auto" then falls back to dlib).
+    """
+    if faces not in FACE_BACKENDS:
+        raise ValueError(f"faces must be one of {FACE_BACKENDS}, got {faces!r}")
+    if landmarks not in LANDMARK_BACKENDS:
+        raise ValueError(f"landmarks must be one of {LANDMARK_BACKENDS}, got {landmarks!r}")
+    detector, embedder, pack = _pick_faces(faces, models_dir, upsample, cnn_fallback)
+    landmarker = _pick_landmarker(landmarks, pack, models_dir)
+    return PipelineAnalyzer(detector, landmarker, embedder)

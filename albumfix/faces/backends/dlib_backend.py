@@ -1,0 +1,221 @@
+"""dlib parts: HOG detector with an MMOD CNN fallback, 68-point shape predictor, 128-d ResNet
+embedding. Model files come from the ``face_recognition_models`` package (found without running
+its ``__init__``, which needs the removed ``pkg_resources``).
+
+Detection rule (measured on this project's 2 shared CPU cores, benchmarks/bench_analysis.py):
+- HOG runs on the photo, first shrunk so its long side is at most ``hog_max_side`` (2048 px),
+  then upsampled ``upsample`` times (1 by default: faces down to about 40 px box at the working
+  scale). 0.25 MP photo with one upsampling: 0.17 s (load average 10).
+- Only when HOG finds nothing and ``cnn_fallback`` is on, the MMOD CNN runs once on a copy
+  shrunk to at most ``cnn_max_pixels`` (0.25 MP, e.g. 500 x 500) without upsampling. It finds
+  tilted, turned and partly hidden faces HOG misses, but only faces of about 80 px or more at
+  that scale (about 1/6 of the photo's side or more), and costs 8 us per pixel at light
+  machine, 20 us under load (0.25 MP: 2-5 s), 20-30 x HOG. Hence never on every photo and
+  never upsampled. On 200 CelebA crops HOG missed 5 faces and the CNN found all 5; on 27 real
+  old photos (many without people) the CNN ran on 12 and found a face in 1 with a 0.4 MP
+  budget (9 s per run under load), in none with 0.25 MP (7 s per run under load).
+Embeddings: dlib's raw descriptors have length about 1.46 (1.34-1.60 on CelebA photos); they are
+stored scaled to unit length, so dlib's usual "same person below 0.6 euclidean" corresponds to
+about 0.41 on the stored unit vectors (cosine distance = euclidean^2 / 2, about 0.085).
+"""
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from albumfix.faces.analyzer import BackendUnavailable
+from albumfix.faces.backends import FaceBox, unit_rows
+
+SHAPE_68 = "shape_predictor_68_face_landmarks.dat"
+RESNET = "dlib_face_recognition_resnet_model_v1.dat"
+MMOD = "mmod_human_face_detector.dat"
+
+
+def models_folder() -> Path:
+    """Folder holding face_recognition_models' .dat files (its __init__ is never run)."""
+    spec = importlib.util.find_spec("face_recognition_models")
+    if spec is None or not spec.submodule_search_locations:
+        raise BackendUnavailable(
+            "dlib models missing: the face_recognition_models package is not installed "
+            "(pip install face-recognition-models)"
+        )
+    return Path(list(spec.submodule_search_locations)[0]) / "models"
+
+
+def _import_dlib():
+    try:
+        import dlib
+    except ImportError as exc:
+        raise BackendUnavailable(f"dlib is not importable ({exc}); pip install dlib-bin") from exc
+    return dlib
+
+
+def _rect(dlib, box: tuple[float, float, float, float]):
+    """Photo-px box -> dlib.rectangle (integer, inclusive corners)."""
+    x0, y0, x1, y1 = (int(round(v)) for v in box)
+    return dlib.rectangle(x0, y0, x1, y1)
+
+
+def _shrink(rgb: np.ndarray, factor: float) -> np.ndarray:
+    """(H, W, 3) uint8 -> the same photo scaled by factor <= 1 (area averaging)."""
+    if factor >= 1.0:
+        return rgb
+    h, w = rgb.shape[:2]
+    size = (max(1, int(round(w * factor))), max(1, int(round(h * factor))))
+    return cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
+
+
+@dataclass
+class DlibModels:
+    """The dlib model files of one folder, each loaded on first use and then kept."""
+
+    folder: Path
+    _loaded: dict = field(default_factory=dict, repr=False)
+
+    @staticmethod
+    def load(folder: str | Path | None = None) -> "DlibModels":
+        """Check the files exist; the same folder always gives the same (cached) object."""
+        return _models_for(str(Path(folder) if folder is not None else models_folder()))
+
+    def _get(self, file: str, build):
+        if file not in self._loaded:
+            self._loaded[file] = build(str(self.folder / file))
+        return self._loaded[file]
+
+    def hog(self):
+        dlib = _import_dlib()
+        return self._get("hog", lambda _: dlib.get_frontal_face_detector())
+
+    def cnn(self):
+        return self._get(MMOD, _import_dlib().cnn_face_detection_model_v1)
+
+    def shape_predictor(self):
+        return self._get(SHAPE_68, _import_dlib().shape_predictor)
+
+    def resnet(self):
+        return self._get(RESNET, _import_dlib().face_recognition_model_v1)
+
+    def detector(self, upsample: int = 1, cnn_fallback: bool = True) -> "DlibDetector":
+        return DlibDetector(self, upsample=upsample, cnn_fallback=cnn_fallback)
+
+    def landmarker(self) -> "DlibLandmarker":
+        return DlibLandmarker(self)
+
+    def embedder(self) -> "DlibEmbedder":
+        return DlibEmbedder(self)
+
+
+@lru_cache(maxsize=None)
+def _models_for(folder: str) -> DlibModels:
+    _import_dlib()
+    path = Path(folder)
+    missing = [f for f in (SHAPE_68, RESNET, MMOD) if not (path / f).is_file()]
+    if missing:
+        raise BackendUnavailable(
+            f"dlib model file(s) {', '.join(missing)} missing in {path}; "
+            "reinstall face-recognition-models or put the files there"
+        )
+    return DlibModels(folder=path)
+
+
+class DlibDetector:
+    """HOG frontal-face detector with a once-per-photo MMOD CNN fallback (rule in module doc)."""
+
+    name = "dlib"
+
+    def __init__(
+        self,
+        models: DlibModels,
+        upsample: int = 1,
+        cnn_fallback: bool = True,
+        hog_max_side: int = 2048,
+        cnn_max_pixels: int = 250_000,
+    ) -> None:
+        if upsample < 0:
+            raise ValueError(f"upsample must be >= 0, got {upsample}")
+        self.models = models
+        self.upsample = int(upsample)
+        self.cnn_fallback = bool(cnn_fallback)
+        self.hog_max_side = int(hog_max_side)
+        self.cnn_max_pixels = int(cnn_max_pixels)
+
+    def detect_hog(self, rgb: np.ndarray) -> list[FaceBox]:
+        """rgb: (H, W, 3) uint8 -> HOG boxes in photo px (score: HOG margin, > 0)."""
+        factor = min(1.0, self.hog_max_side / max(rgb.shape[:2]))
+        rects, scores, _ = self.models.hog().run(_shrink(rgb, factor), self.upsample, 0.0)
+        return [
+            FaceBox(
+                box=(r.left() / factor, r.top() / factor, r.right() / factor, r.bottom() / factor),
+                score=float(s),
+                keypoints=None,
+                detector="dlib_hog",
+            )
+            for r, s in zip(rects, scores)
+        ]
+
+    def detect_cnn(self, rgb: np.ndarray) -> list[FaceBox]:
+        """rgb: (H, W, 3) uint8 -> MMOD boxes in photo px, photo shrunk to cnn_max_pixels."""
+        h, w = rgb.shape[:2]
+        factor = min(1.0, float(np.sqrt(self.cnn_max_pixels / (h * w))))
+        hits = self.models.cnn()(_shrink(rgb, factor), 0)
+        return [
+            FaceBox(
+                box=tuple(v / factor for v in (d.rect.left(), d.rect.top(), d.rect.right(), d.rect.bottom())),
+                score=float(d.confidence),
+                keypoints=None,
+                detector="dlib_cnn",
+            )
+            for d in hits
+        ]
+
+    def detect(self, rgb: np.ndarray) -> list[FaceBox]:
+        """rgb: (H, W, 3) uint8 -> boxes; CNN only when HOG found nothing (and it is enabled)."""
+        faces = self.detect_hog(rgb)
+        if not faces and self.cnn_fallback:
+            faces = self.detect_cnn(rgb)
+        return faces
+
+
+class DlibLandmarker:
+    """dlib's 68-point shape predictor (ensemble of regression trees) on each box."""
+
+    name = "dlib"
+
+    def __init__(self, models: DlibModels) -> None:
+        self.models = models
+
+    def landmarks(self, rgb: np.ndarray, faces: list[FaceBox]) -> list[np.ndarray]:
+        """rgb: (H, W, 3) uint8 -> one (68, 2) float32 photo-px array per box."""
+        dlib = _import_dlib()
+        predictor = self.models.shape_predictor()
+        out = []
+        for f in faces:
+            shape = predictor(rgb, _rect(dlib, f.box))
+            out.append(np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float32))
+        return out
+
+
+class DlibEmbedder:
+    """dlib's ResNet face descriptor on the chip dlib aligns from the 68 landmarks; unit length."""
+
+    name = "dlib"
+
+    def __init__(self, models: DlibModels) -> None:
+        self.models = models
+
+    def embed(self, rgb: np.ndarray, faces: list[FaceBox], landmarks: list[np.ndarray]) -> list[np.ndarray]:
+        """rgb: (H, W, 3) uint8 -> one (128,) float32 unit vector per face."""
+        if not faces:
+            return []
+        dlib = _import_dlib()
+        shapes = dlib.full_object_detections()
+        for f, lm in zip(faces, landmarks):
+            points = dlib.points([dlib.point(int(round(x)), int(round(y))) for x, y in lm])
+            shapes.append(dlib.full_object_detection(_rect(dlib, f.box), points))
+        vectors = self.models.resnet().compute_face_descriptor(rgb, shapes)
+        return list(unit_rows(np.array([np.array(v) for v in vectors])))

@@ -1,0 +1,292 @@
+"""Backends: dlib on a real photo; insightface and FAN loading paths end to end with tiny models
+written here in the real file formats (ONNX graphs, a torch state dict); missing-file errors."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import onnx
+import pytest
+import skimage.data
+from onnx import TensorProto, helper, numpy_helper
+
+from albumfix.faces.analyzer import BackendUnavailable
+from albumfix.faces.backends import create_analyzer
+from albumfix.faces.backends.fan_backend import FAN_FILE, FanCrop, decode_heatmaps, mirror_permutation
+from albumfix.faces.backends.insightface_backend import similarity_matrix
+
+ASTRONAUT_FACE = (175.0, 76.0, 265.0, 166.0)  # where a person sees the face in skimage's astronaut
+
+
+def iou(a, b) -> float:
+    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - w * h
+    return w * h / union
+
+
+@pytest.fixture(scope="module")
+def astronaut() -> np.ndarray:
+    return skimage.data.astronaut()
+
+
+@pytest.fixture(scope="module")
+def dlib_analyzer(tmp_path_factory):
+    return create_analyzer(faces="dlib", landmarks="dlib", models_dir=str(tmp_path_factory.mktemp("empty")))
+
+
+# ------------------------------------------------------------------ dlib on a real face
+def test_dlib_finds_the_astronaut_with_landmarks_and_unit_embedding(dlib_analyzer, astronaut):
+    faces = dlib_analyzer.analyse(astronaut)
+    best = max(faces, key=lambda f: f.score)
+    assert iou(best.box, ASTRONAUT_FACE) > 0.8
+    assert best.detector == "dlib_hog" and best.landmarker == "dlib" and best.embedder == "dlib"
+    lm = best.landmarks
+    assert lm.shape == (68, 2) and lm.dtype == np.float32
+    left_eye, right_eye, mouth = lm[36:42].mean(0), lm[42:48].mean(0), lm[48:68].mean(0)
+    assert left_eye[0] < right_eye[0] and max(left_eye[1], right_eye[1]) < lm[30, 1] < mouth[1] < lm[8, 1]
+    assert best.embedding.shape == (128,) and abs(np.linalg.norm(best.embedding) - 1.0) < 1e-5
+    assert dlib_analyzer.embedder == "dlib"
+
+
+def test_dlib_mirrored_photo_gives_mirrored_landmarks_and_same_identity(dlib_analyzer, astronaut):
+    face = max(dlib_analyzer.analyse(astronaut), key=lambda f: f.score)
+    mirrored = max(dlib_analyzer.analyse(astronaut[:, ::-1]), key=lambda f: f.score)
+    expected = face.landmarks[mirror_permutation()] * [-1, 1] + [astronaut.shape[1] - 1, 0]
+    assert np.abs(mirrored.landmarks - expected).mean() < 3.0
+    assert np.linalg.norm(face.embedding - mirrored.embedding) < 0.3  # same person: well under 0.41
+
+
+def test_faces_come_sorted_top_to_bottom(dlib_analyzer, astronaut):
+    canvas = np.full((420, 460, 3), 90, dtype=np.uint8)
+    patch = astronaut[40:200, 140:300]
+    canvas[0:160, 300:460] = patch  # upper, right
+    canvas[240:400, 0:160] = patch  # lower, left
+    faces = dlib_analyzer.analyse(canvas)
+    assert len(faces) == 2
+    assert faces[0].box[1] < faces[1].box[1] and faces[0].box[0] > faces[1].box[0]
+
+
+def test_cnn_fallback_runs_only_when_hog_finds_nothing(astronaut, tmp_path):
+    angle = 50.0
+    rot = cv2.getRotationMatrix2D((256.0, 256.0), angle, 1.0)
+    turned = cv2.warpAffine(astronaut, rot, (512, 512), borderMode=cv2.BORDER_REFLECT)
+    turned = cv2.resize(turned, (360, 360), interpolation=cv2.INTER_AREA)
+    hog_only = create_analyzer(faces="dlib", landmarks="dlib", models_dir=str(tmp_path), upsample=0, cnn_fallback=False)
+    with_cnn = create_analyzer(faces="dlib", landmarks="dlib", models_dir=str(tmp_path), upsample=0, cnn_fallback=True)
+    assert hog_only.analyse(turned) == []
+    found = with_cnn.analyse(turned)
+    centre = cv2.transform(np.array([[[220.0, 121.0]]]), rot)[0, 0] * 360 / 512  # the face centre, rotated
+    assert len(found) == 1 and found[0].detector == "dlib_cnn"
+    x0, y0, x1, y1 = found[0].box
+    assert x0 < centre[0] < x1 and y0 < centre[1] < y1
+    assert with_cnn.analyse(astronaut)[0].detector == "dlib_hog"  # HOG hit: no CNN run
+
+
+# ------------------------------------------------------------------ tiny insightface pack
+DET_STRIDES = (8, 16, 32)
+BOX_DIST = 2.0  # box half-size in stride units
+KPS_OFFSETS = np.array([[-0.6, -0.5], [0.6, -0.5], [0.0, 0.1], [-0.5, 0.6], [0.5, 0.6]])
+
+
+def tiny_scrfd() -> onnx.ModelProto:
+    """SCRFD-like graph: 9 outputs (scores, box distances, 10 key-point offsets for strides
+    8/16/32, 2 anchors per cell). Only stride 32 fires: score = sigmoid(20 p - 10) with p the
+    cell's mean normalised brightness, so a white 32 x 32 input cell is one face."""
+    nodes = [helper.make_node("ReduceMean", ["input.1"], ["gray"], axes=[1], keepdims=1)]
+    inits = [
+        numpy_helper.from_array(np.array([-1, 1], dtype=np.int64), "col_shape"),
+        numpy_helper.from_array(np.array([[BOX_DIST] * 4], dtype=np.float32), "dist"),
+        numpy_helper.from_array(KPS_OFFSETS.reshape(1, 10).astype(np.float32), "kps"),
+        numpy_helper.from_array(np.array(0.0, dtype=np.float32), "zero"),
+    ]
+    outputs = {"score": [], "bbox": [], "kps": []}
+    for s in DET_STRIDES:
+        gain, bias = (20.0, -10.0) if s == 32 else (0.0, -20.0)
+        inits += [
+            numpy_helper.from_array(np.array(gain, dtype=np.float32), f"gain{s}"),
+            numpy_helper.from_array(np.array(bias, dtype=np.float32), f"bias{s}"),
+        ]
+        nodes += [
+            helper.make_node("AveragePool", ["gray"], [f"pool{s}"], kernel_shape=[s, s], strides=[s, s]),
+            helper.make_node("Mul", [f"pool{s}", f"gain{s}"], [f"scaled{s}"]),
+            helper.make_node("Add", [f"scaled{s}", f"bias{s}"], [f"logit{s}"]),
+            helper.make_node("Sigmoid", [f"logit{s}"], [f"prob{s}"]),
+            helper.make_node("Reshape", [f"prob{s}", "col_shape"], [f"col{s}"]),
+            helper.make_node("Concat", [f"col{s}", f"col{s}"], [f"pair{s}"], axis=1),
+            helper.make_node("Reshape", [f"pair{s}", "col_shape"], [f"score{s}"]),
+            helper.make_node("Mul", [f"score{s}", "zero"], [f"nil{s}"]),
+            helper.make_node("Add", [f"nil{s}", "dist"], [f"bbox{s}"]),
+            helper.make_node("Add", [f"nil{s}", "kps"], [f"kps{s}"]),
+        ]
+        for key in outputs:
+            outputs[key].append(helper.make_tensor_value_info(f"{key}{s}", TensorProto.FLOAT, None))
+    graph = helper.make_graph(
+        nodes, "tiny_scrfd",
+        [helper.make_tensor_value_info("input.1", TensorProto.FLOAT, [1, 3, "h", "w"])],
+        outputs["score"] + outputs["bbox"] + outputs["kps"], initializer=inits,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=7)
+
+
+def pooled_linear(name: str, side: int, batch, weight: np.ndarray, bias: np.ndarray) -> onnx.ModelProto:
+    """(B, 3, side, side) -> GlobalAveragePool -> Flatten -> x @ weight + bias: (B, D)."""
+    nodes = [
+        helper.make_node("GlobalAveragePool", ["data"], ["pooled"]),
+        helper.make_node("Flatten", ["pooled"], ["flat"]),
+        helper.make_node("MatMul", ["flat", "weight"], ["proj"]),
+        helper.make_node("Add", ["proj", "bias"], ["out"]),
+    ]
+    graph = helper.make_graph(
+        nodes, name,
+        [helper.make_tensor_value_info("data", TensorProto.FLOAT, [batch, 3, side, side])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, [batch, weight.shape[1]])],
+        initializer=[numpy_helper.from_array(weight.astype(np.float32), "weight"), numpy_helper.from_array(bias.astype(np.float32), "bias")],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=7)
+
+
+def mean_face_unit() -> np.ndarray:
+    """(68, 2) a plausible frontal face in [-1, 1] crop coordinates (the landmark model's unit)."""
+    t = np.linspace(0, np.pi, 17)
+    jaw = np.stack([-0.5 * np.cos(t), -0.1 + 0.55 * np.sin(t)], 1)
+    brows = np.stack([np.r_[np.linspace(-0.4, -0.08, 5), np.linspace(0.08, 0.4, 5)], np.full(10, -0.32)], 1)
+    nose = np.r_[np.stack([np.zeros(4), np.linspace(-0.2, 0.05, 4)], 1), np.stack([np.linspace(-0.1, 0.1, 5), np.full(5, 0.1)], 1)]
+    ring = np.stack([np.cos(np.linspace(0, 2 * np.pi, 6, endpoint=False)) * 0.08, np.sin(np.linspace(0, 2 * np.pi, 6, endpoint=False)) * 0.03], 1)
+    eyes = np.r_[ring + [-0.2, -0.2], ring + [0.2, -0.2]]
+    a = np.linspace(np.pi, -np.pi, 20, endpoint=False)
+    mouth = np.stack([np.cos(a) * 0.18, 0.3 + np.sin(-a) * 0.06], 1)
+    return np.r_[jaw, brows, nose, eyes, mouth]
+
+
+def write_pack(folder, with_landmarks: bool = True) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(1)
+    onnx.save(tiny_scrfd(), str(folder / "det_10g.onnx"))
+    onnx.save(pooled_linear("tiny_arcface", 112, "N", rng.normal(size=(3, 512)), rng.normal(size=512)), str(folder / "w600k_r50.onnx"))
+    onnx.save(pooled_linear("tiny_genderage", 96, "N", rng.normal(size=(3, 3)), np.zeros(3)), str(folder / "genderage.onnx"))
+    # 106-point 2-D landmarks: 192 input, 212 outputs; sorts before w600k and must not pass for ArcFace
+    onnx.save(pooled_linear("tiny_2d106det", 192, 1, np.zeros((3, 212)), np.zeros((1, 212))), str(folder / "2d106det.onnx"))
+    if with_landmarks:
+        values = np.zeros((1103, 3))
+        values[-68:, :2] = mean_face_unit()
+        onnx.save(pooled_linear("tiny_1k3d68", 192, 1, np.zeros((3, 3309)), values.reshape(1, -1)), str(folder / "1k3d68.onnx"))
+
+
+def square_photo() -> tuple[np.ndarray, tuple[float, float, float, float]]:
+    """320 x 240 black photo with one white 16-px square; the tiny SCRFD's expected box.
+
+    Letterboxing scales by 2, so the square is the stride-32 cell (5, 3): anchor (160, 96) in
+    detector px, box anchor +- 2 x 32, i.e. (48, 16, 112, 80) in photo px."""
+    photo = np.zeros((240, 320, 3), dtype=np.uint8)
+    photo[48:64, 80:96] = 255
+    return photo, (48.0, 16.0, 112.0, 80.0)
+
+
+def test_insightface_pack_end_to_end(tmp_path):
+    write_pack(tmp_path / "models" / "buffalo_l")
+    analyzer = create_analyzer(faces="insightface", models_dir=str(tmp_path))
+    assert analyzer.embedder == "arcface"
+    photo, box = square_photo()
+    faces = analyzer.analyse(photo)
+    assert len(faces) == 1
+    f = faces[0]
+    np.testing.assert_allclose(f.box, box, atol=1e-3)
+    assert f.score > 0.99 and f.detector == "scrfd" and f.landmarker == "insightface68"
+    # landmark model: crop of side 1.5 * 64 px around the box centre mapped to 192 px
+    s = 192 / (1.5 * 64.0)
+    expected = (mean_face_unit() + 1.0) * 96.0 / s - 96.0 / s + np.array([80.0, 48.0])
+    np.testing.assert_allclose(f.landmarks, expected, atol=1e-3)
+    assert f.embedding.shape == (512,) and abs(np.linalg.norm(f.embedding) - 1.0) < 1e-5
+    assert f.embedding.dtype == np.float32
+
+
+def test_insightface_faces_with_dlib_landmarks_and_auto_choice(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))  # no FAN weights
+    write_pack(tmp_path / "pack", with_landmarks=False)  # a pack folder given directly
+    auto = create_analyzer(faces="auto", landmarks="auto", models_dir=str(tmp_path / "pack"))
+    assert auto.embedder == "arcface" and auto.landmarker.name == "dlib"
+    photo, box = square_photo()
+    faces = auto.analyse(photo)
+    assert len(faces) == 1 and faces[0].landmarks.shape == (68, 2) and faces[0].landmarker == "dlib"
+    assert create_analyzer(models_dir=str(tmp_path / "nothing_here")).embedder == "dlib"
+
+
+def test_missing_insightface_pack_says_what_and_where(tmp_path):
+    with pytest.raises(BackendUnavailable) as err:
+        create_analyzer(faces="insightface", models_dir=str(tmp_path))
+    msg = str(err.value)
+    assert "\n" not in msg and str(tmp_path / "models" / "buffalo_l") in msg
+    assert "detection" in msg and "recognition" in msg and "det_10g.onnx" in msg
+    (tmp_path / "models" / "buffalo_l").mkdir(parents=True)
+    onnx.save(tiny_scrfd(), str(tmp_path / "models" / "buffalo_l" / "det_10g.onnx"))
+    with pytest.raises(BackendUnavailable, match="no recognition model"):
+        create_analyzer(faces="insightface", models_dir=str(tmp_path))
+    (tmp_path / "models" / "buffalo_l" / "w600k_r50.onnx").write_bytes(b"\x08\x07truncated download")
+    with pytest.raises(BackendUnavailable, match="cannot read .*w600k_r50.onnx"):
+        create_analyzer(faces="insightface", models_dir=str(tmp_path))
+    assert create_analyzer(faces="auto", models_dir=str(tmp_path)).embedder == "dlib"
+
+
+def test_unknown_backend_names_are_rejected():
+    with pytest.raises(ValueError):
+        create_analyzer(faces="opencv")
+    with pytest.raises(ValueError):
+        create_analyzer(landmarks="mediapipe")
+
+
+def test_similarity_fit_recovers_a_known_similarity():
+    rng = np.random.default_rng(3)
+    src = rng.uniform(0, 100, (5, 2))
+    a = np.radians(17.0)
+    m = np.array([[1.7 * np.cos(a), -1.7 * np.sin(a), 12.0], [1.7 * np.sin(a), 1.7 * np.cos(a), -4.0]])
+    np.testing.assert_allclose(similarity_matrix(src, src @ m[:, :2].T + m[:, 2]), m, atol=1e-9)
+
+
+# ------------------------------------------------------------------ FAN
+def test_fan_heatmap_decoding_is_exact():
+    hm = np.zeros((68, 64, 64), dtype=np.float32)
+    cells = np.stack([np.arange(68) % 60 + 2, np.arange(68) // 2 + 10], 1)
+    for i, (x, y) in enumerate(cells):
+        hm[i, y, x] = 1.0
+        hm[i, y, x + 1] = 0.5  # right neighbour larger -> +0.25 cell in x
+    pts = decode_heatmaps(hm)
+    np.testing.assert_allclose(pts, (cells + [0.25, 0.0]) * 4 + 1.5)
+    crop = FanCrop.for_box((100.0, 50.0, 200.0, 150.0), 165.0)
+    centre = crop.to_photo(np.array([[127.5, 127.5]]))[0]
+    np.testing.assert_allclose(centre, [150.0, 100.0 - 0.12 * 100.0])
+
+
+@pytest.fixture()
+def tiny_fan_home(tmp_path, monkeypatch):
+    """A TORCH_HOME whose hub cache holds a 1-hourglass FAN state dict under 2D-FAN-4's name."""
+    import torch
+    from face_alignment.models import FAN
+
+    torch.manual_seed(0)
+    folder = tmp_path / "torch" / "hub" / "checkpoints"
+    folder.mkdir(parents=True)
+    torch.save(FAN(1).state_dict(), folder / FAN_FILE)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    return folder
+
+
+def test_fan_loads_from_the_hub_cache_and_predicts_on_dlib_boxes(tiny_fan_home, astronaut, tmp_path):
+    analyzer = create_analyzer(faces="dlib", landmarks="auto", models_dir=str(tmp_path / "none"))
+    assert analyzer.landmarker.name == "fan"
+    analyzer.landmarker.flip = False  # one FAN pass instead of two (mirror pairs are tested with dlib)
+    faces = analyzer.analyse(np.ascontiguousarray(astronaut[:300, 100:350]))  # the one real face
+    assert len(faces) == 1 and faces[0].landmarker == "fan"
+    for f in faces:
+        assert f.landmarks.shape == (68, 2) and np.isfinite(f.landmarks).all()
+        inside = cv2.transform(f.landmarks[None].astype(np.float64), FanCrop.for_box(f.box, 130.0).matrix)[0]
+        assert (inside >= 0).all() and (inside <= 255).all()
+        assert abs(np.linalg.norm(f.embedding) - 1.0) < 1e-5
+
+
+def test_missing_fan_weights_say_what_and_where(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    with pytest.raises(BackendUnavailable) as err:
+        create_analyzer(faces="dlib", landmarks="fan", models_dir=str(tmp_path / "models"))
+    msg = str(err.value)
+    assert FAN_FILE in msg and str(tmp_path / "torch" / "hub" / "checkpoints") in msg and "\n" not in msg
+    assert create_analyzer(faces="dlib", landmarks="auto", models_dir=str(tmp_path / "models")).landmarker.name == "dlib"

@@ -1,0 +1,153 @@
+"""Face quality measures and decisions, on a real face (skimage's astronaut, dlib landmarks) and
+on landmark sets projected from insightface's 3-D 68-point mean face."""
+from __future__ import annotations
+
+import importlib.util
+import pickle
+from dataclasses import replace
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import skimage.data
+
+from albumfix.faces.analyzer import DetectedFace
+from albumfix.faces.backends import create_analyzer
+from albumfix.faces.quality import (
+    FaceQuality,
+    assess_face,
+    blockiness,
+    check_landmarks,
+    decide_action,
+    estimate_yaw,
+    noise_sigma,
+)
+
+
+@pytest.fixture(scope="module")
+def astronaut_face(tmp_path_factory) -> tuple[np.ndarray, DetectedFace]:
+    rgb = skimage.data.astronaut()
+    analyzer = create_analyzer(faces="dlib", landmarks="dlib", models_dir=str(tmp_path_factory.mktemp("none")))
+    return rgb, max(analyzer.analyse(rgb), key=lambda f: f.score)
+
+
+def with_landmarks(face: DetectedFace, landmarks: np.ndarray) -> DetectedFace:
+    return replace(face, landmarks=np.asarray(landmarks, dtype=np.float32))
+
+
+def jpeg(rgb: np.ndarray, quality: int) -> np.ndarray:
+    ok, buf = cv2.imencode(".jpg", rgb, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    return cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+
+
+def mean_face_3d() -> np.ndarray:
+    """(68, 3) insightface's mean face (x right, y down, z towards the camera), package data."""
+    spec = importlib.util.find_spec("insightface")
+    path = Path(list(spec.submodule_search_locations)[0]) / "data" / "objects" / "meanshape_68.pkl"
+    with path.open("rb") as fh:
+        return np.asarray(pickle.load(fh), dtype=np.float64)
+
+
+def posed(yaw: float, pitch: float = 0.0, roll: float = 0.0, size: float = 120.0) -> np.ndarray:
+    """(68, 2) photo px of the mean face turned by yaw (about the vertical axis), then pitch, roll."""
+    y, p, r = np.radians([yaw, pitch, roll])
+    ry = np.array([[np.cos(y), 0, np.sin(y)], [0, 1, 0], [-np.sin(y), 0, np.cos(y)]])
+    rx = np.array([[1, 0, 0], [0, np.cos(p), -np.sin(p)], [0, np.sin(p), np.cos(p)]])
+    rz = np.array([[np.cos(r), -np.sin(r), 0], [np.sin(r), np.cos(r), 0], [0, 0, 1]])
+    return (mean_face_3d() @ (rz @ rx @ ry).T)[:, :2] * size + 250.0
+
+
+def test_sharp_face_scores_above_its_degraded_versions(astronaut_face):
+    rgb, face = astronaut_face
+    sharp = assess_face(rgb, face)
+    blurred = assess_face(cv2.GaussianBlur(rgb, (0, 0), 2.0), face)
+    noisy = assess_face(np.clip(rgb + np.random.default_rng(0).normal(0, 12, rgb.shape), 0, 255).astype(np.uint8), face)
+    blocky = assess_face(jpeg(rgb, 10), face)
+    assert sharp.landmarks_ok and abs(sharp.yaw_deg) < 15 and 35 < sharp.interocular_px < 55
+    assert blurred.sharpness < 0.8 * sharp.sharpness
+    assert noisy.noise > 3 * sharp.noise
+    assert blocky.blockiness > sharp.blockiness + 0.2
+    for worse in (blurred, noisy, blocky):
+        assert 0.0 <= worse.score < sharp.score <= 1.0
+
+
+def test_tiny_face_is_skipped(astronaut_face):
+    rgb, face = astronaut_face
+    small = cv2.resize(rgb, (128, 128), interpolation=cv2.INTER_AREA)
+    q = assess_face(small, with_landmarks(face, (face.landmarks + 0.5) / 4 - 0.5))
+    assert q.interocular_px == pytest.approx(assess_face(rgb, face).interocular_px / 4, rel=1e-4)
+    d = decide_action(q, min_face_size=16)
+    assert d.action == "skip" and not d.exemplar_eligible and "too small" in d.reason
+    assert "too small" not in decide_action(q, min_face_size=8).reason
+
+
+def test_face_cut_by_the_photo_border_is_measured(astronaut_face):
+    rgb, face = astronaut_face
+    q = assess_face(rgb[:, 215:], with_landmarks(face, face.landmarks - [215, 0]))
+    assert np.isfinite([q.sharpness, q.noise, q.blockiness, q.score]).all()
+
+
+@pytest.mark.parametrize("roll", [0.0, 25.0, -70.0])
+@pytest.mark.parametrize("yaw", [-60.0, -20.0, 0.0, 30.0, 60.0])
+def test_yaw_from_landmarks_ignores_roll(yaw, roll):
+    assert estimate_yaw(posed(yaw, roll=roll)) == pytest.approx(yaw, abs=5.0)
+
+
+def test_strongly_turned_face_is_skipped(astronaut_face):
+    rgb, face = astronaut_face
+    canvas = np.full((500, 500, 3), 128, dtype=np.uint8)
+    q = assess_face(canvas, with_landmarks(face, posed(62.0, pitch=5.0, roll=10.0)))
+    d = decide_action(q, max_yaw_deg=45)
+    assert d.action == "skip" and "yaw" in d.reason
+    frontal = assess_face(canvas, with_landmarks(face, posed(5.0, pitch=5.0, roll=10.0)))
+    assert frontal.landmarks_ok and "yaw" not in decide_action(frontal).reason
+
+
+def test_implausible_landmarks_are_flagged(astronaut_face):
+    rgb, face = astronaut_face
+    upside_down = posed(0.0) * [1, -1] + [0, 500]  # mouth above the eyes, mirror image
+    ok, problem, _ = check_landmarks(upside_down)
+    assert not ok and problem
+    collapsed = np.full((68, 2), 200.0) + np.random.default_rng(0).normal(0, 0.5, (68, 2))
+    assert not check_landmarks(collapsed)[0]
+    assert check_landmarks(face.landmarks)[0] and check_landmarks(posed(20.0, pitch=-10.0, roll=30.0))[0]
+    d = decide_action(assess_face(rgb, with_landmarks(face, upside_down)))
+    assert d.action == "skip" and "landmarks" in d.reason
+
+
+def test_noise_estimate_tracks_added_noise():
+    ys, xs = np.mgrid[:160, :160].astype(np.float32)
+    scene = 60 + 0.5 * xs + 40 * np.sin(ys / 15.0)
+    rng = np.random.default_rng(2)
+    for sigma in (2.0, 5.0, 10.0):
+        assert noise_sigma(scene + rng.normal(0, sigma, scene.shape).astype(np.float32)) == pytest.approx(sigma, rel=0.15)
+    assert noise_sigma(scene) < 0.5
+
+
+def test_blockiness_finds_jpeg_grid_at_any_offset():
+    rgb = skimage.data.astronaut()
+    gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+    coded = cv2.cvtColor(jpeg(rgb, 12), cv2.COLOR_RGB2GRAY).astype(np.float32)
+    clean = blockiness(gray[60:200, 150:290].astype(np.float32))
+    assert clean < 0.15
+    for dy, dx in ((0, 0), (3, 5), (7, 1)):
+        assert blockiness(coded[60 + dy : 200 + dy, 150 + dx : 290 + dx]) > clean + 0.3
+
+
+def quality(score: float, iod: float = 60.0) -> FaceQuality:
+    return FaceQuality(iod, 0.5, 1.0, 0.05, 3.0, 1.0, True, "", score)
+
+
+def test_restore_modes():
+    good, bad = quality(0.95), quality(0.1)
+    assert decide_action(good, "auto").action == "exemplar" and decide_action(good, "auto").exemplar_eligible
+    d = decide_action(bad, "auto")
+    assert d.action == "restore" and not d.exemplar_eligible and "degraded" in d.reason
+    d = decide_action(good, "all")
+    assert d.action == "restore" and d.exemplar_eligible
+    assert decide_action(bad, "none").action == "skip" and decide_action(good, "none").action == "exemplar"
+    small_good = quality(0.95, iod=20.0)  # fine but too small to guide others
+    assert decide_action(small_good, "auto").action == "skip" and not decide_action(small_good).exemplar_eligible
+    with pytest.raises(ValueError):
+        decide_action(good, "some")
