@@ -150,16 +150,20 @@ def _fail(exc: AlbumfixError) -> None:
     raise typer.Exit(exc.exit_code)
 
 
-def _run(album: Path, restore: bool, as_json: bool, verbose: int, quiet: bool, config: Path | None,
-         given: dict) -> None:
+def _run(restore: bool, options: dict) -> None:
+    """Run scan or restore with a command's parameters (the Settings fields plus album,
+    config, as_json, verbose, quiet; `restore_mode` is the `restore` setting)."""
     from contextlib import nullcontext
 
     from albumfix.pipeline import Pipeline
     from albumfix.settings import load_settings
 
+    album, config, as_json = options.pop("album"), options.pop("config"), options.pop("as_json")
+    verbose, quiet = options.pop("verbose"), options.pop("quiet")
+    options["restore"] = options.pop("restore_mode")
     _setup_logging(verbose, quiet)
     try:
-        settings = load_settings(config, given)
+        settings = load_settings(config, options)
         pipeline = Pipeline(album, settings)
         progress = _RichProgress() if sys.stderr.isatty() and not quiet else nullcontext()
         with progress as bar:
@@ -231,11 +235,7 @@ def restore(
     Originals are never modified. A re-run only redoes what changed; a killed run resumes.
     Photos without a face to restore are copied byte-for-byte. Writes OUTPUT/report.html.
     """
-    given = dict(locals())
-    for key in ("album", "config", "as_json", "verbose", "quiet"):
-        given.pop(key)
-    given["restore"] = given.pop("restore_mode")
-    _run(album, True, as_json, verbose, quiet, config, given)
+    _run(True, dict(locals()))
 
 
 @app.command()
@@ -261,11 +261,7 @@ def scan(
 
     Results are kept in OUTPUT/.albumfix/index.sqlite, so a later `restore` reuses them.
     """
-    given = dict(locals())
-    for key in ("album", "config", "as_json", "verbose", "quiet"):
-        given.pop(key)
-    given["restore"] = given.pop("restore_mode")
-    _run(album, False, as_json, verbose, quiet, config, given)
+    _run(False, dict(locals()))
 
 
 @app.command()
