@@ -125,13 +125,15 @@ class Composer:
             self.pipeline.progress.advance()
 
     def _compose(self, w: _PhotoWork, restored: list) -> dict:
-        from albumfix.restore.blend import face_strip, paste_face
+        from albumfix.restore.blend import detect_tone, face_strip, paste_face
 
         settings = self.pipeline.settings
         pixels = w.photo.pixels
+        tone = detect_tone(pixels)  # once per photo: it reads the whole scan
         info = {}
         for fw, result in zip(w.faces, restored):
-            pixels = paste_face(pixels, result.image, fw.transform, fw.landmarks, strength=settings.strength)
+            pixels = paste_face(pixels, result.image, fw.transform, fw.landmarks,
+                                strength=settings.strength, tone=tone)
             strip = face_strip(fw.job.lq, fw.job.ref, result.image)
             self._write_image(self.pipeline.out / REPORT_DIR / f"{fw.face_id}.jpg", _thumb(strip))
             if settings.save_faces:

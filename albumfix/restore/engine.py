@@ -1,0 +1,300 @@
+"""Restoration engine: device choice, batching, mixed precision and out-of-memory back-off.
+
+    engine = RestoreEngine("albumfix-s128", device="auto")
+    results = engine.restore([RestoreJob(lq, ref, lq_landmarks, ref_landmarks), ...])
+
+Faces from any number of photos are restored in batches of `batch_size`. On CUDA the model
+runs channels_last under bf16 autocast (fp16 where bf16 is unsupported); a batch whose output
+holds NaN/inf is re-run in fp32, and fp32 is kept from then on. CPU runs fp32 unless asked
+otherwise. A CUDA out-of-memory error halves the batch (kept for later batches), down to 1, then
+moves the model to the CPU for the rest; no face is ever dropped. The same inputs on the same
+device give the same outputs (no randomness; cuDNN autotuning off).
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from albumfix.restore import create_model, find_weights, fold_spectral_norm
+from albumfix.restore.weights import WeightsError, user_models_dir
+
+log = logging.getLogger(__name__)
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+_AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+class DeviceError(RuntimeError):
+    """The requested device cannot be used here; the message is one line."""
+
+
+@dataclass
+class RestoreJob:
+    """One face to restore.
+
+    lq: (S, S, 3) uint8 RGB aligned crop; ref: (S, S, 3) uint8 RGB aligned exemplar of the same
+    person, or None when there is none; lq_landmarks, ref_landmarks: (68, 2) float32 (x, y) crop
+    px (ref_landmarks is ignored and may be None when ref is None).
+    """
+
+    lq: np.ndarray
+    ref: np.ndarray | None
+    lq_landmarks: np.ndarray
+    ref_landmarks: np.ndarray | None = None
+
+
+@dataclass
+class RestoredFace:
+    """Result of one job: image (S, S, 3) uint8 RGB; guided: False when the face had no exemplar
+    and guided itself; seconds: this face's share of its batch's wall time (s)."""
+
+    image: np.ndarray
+    guided: bool
+    seconds: float
+
+
+def resolve_device(spec: str) -> torch.device:
+    """"auto" | "cpu" | "cuda" | "cuda:N" | "mps" -> torch.device, or DeviceError.
+
+    auto picks CUDA when available, then MPS, else the CPU.
+    """
+    name = spec.strip().lower()
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", torch.cuda.current_device())
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name == "cpu":
+        return torch.device("cpu")
+    if name == "mps":
+        if not torch.backends.mps.is_available():
+            raise DeviceError(
+                "device 'mps' requested but Apple MPS is not available; use --device auto or cpu"
+            )
+        return torch.device("mps")
+    if name == "cuda" or name.startswith("cuda:"):
+        index_text = name.partition(":")[2]
+        if index_text and not index_text.isdigit():
+            raise DeviceError(f"bad device {spec!r}; use auto, cpu, cuda, cuda:N or mps")
+        if not torch.cuda.is_available():
+            build = "a CPU-only build" if torch.version.cuda is None else f"CUDA {torch.version.cuda}"
+            raise DeviceError(
+                f"device {spec!r} requested but no CUDA GPU is usable (torch {torch.__version__}, "
+                f"{build}); use --device cpu or auto"
+            )
+        index = int(index_text) if index_text else torch.cuda.current_device()
+        if index >= torch.cuda.device_count():
+            count = torch.cuda.device_count()
+            raise DeviceError(f"device {spec!r} requested but only {count} CUDA device(s) exist")
+        return torch.device("cuda", index)
+    raise DeviceError(f"unknown device {spec!r}; use auto, cpu, cuda, cuda:N or mps")
+
+
+def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
+    """Autocast dtype for `precision` on `device`; None means plain fp32.
+
+    "auto": bf16 on CUDA when the GPU supports it, else fp16 on CUDA; fp32 elsewhere.
+    "fp32" | "bf16" | "fp16" are taken as given (bf16/fp16 autocast also runs on the CPU).
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision != "auto":
+        return _AUTOCAST_DTYPES[precision]
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return None
+
+
+def images_to_tensor(images: np.ndarray, device: torch.device) -> torch.Tensor:
+    """(B, S, S, 3) uint8 RGB -> (B, 3, S, S) float32 in [-1, 1] on `device` (x / 127.5 - 1).
+
+    The uint8 array is moved first (4x less to copy), then converted on the device.
+    """
+    if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
+        raise ValueError(f"expected (B, S, S, 3) uint8 images, got {images.shape} {images.dtype}")
+    t = torch.from_numpy(np.ascontiguousarray(images)).to(device)
+    return t.permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
+
+
+def tensor_to_images(t: torch.Tensor) -> np.ndarray:
+    """(B, 3, S, S) float in [-1, 1] -> (B, S, S, 3) uint8 RGB: round((clamp(t, -1, 1) + 1) * 127.5)."""
+    scaled = (t.float().clamp(-1.0, 1.0) + 1.0) * 127.5
+    return scaled.round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+
+
+def _check_job(job: RestoreJob, size: int, index: int) -> None:
+    """ValueError naming job `index` when its arrays do not fit a model of crop side `size`."""
+    crop = (size, size, 3)
+    if job.lq.shape != crop or job.lq.dtype != np.uint8:
+        raise ValueError(f"job {index}: lq must be {crop} uint8, got {job.lq.shape} {job.lq.dtype}")
+    if np.shape(job.lq_landmarks) != (68, 2):
+        raise ValueError(f"job {index}: lq_landmarks must be (68, 2), got {np.shape(job.lq_landmarks)}")
+    if job.ref is None:
+        return
+    if job.ref.shape != crop or job.ref.dtype != np.uint8:
+        raise ValueError(f"job {index}: ref must be {crop} uint8, got {job.ref.shape} {job.ref.dtype}")
+    if job.ref_landmarks is None or np.shape(job.ref_landmarks) != (68, 2):
+        raise ValueError(f"job {index}: ref_landmarks must be (68, 2) when ref is given")
+
+
+def _load_named_model(name: str, weights: str | Path | None, allow_random: bool) -> nn.Module:
+    """Build configuration `name` with its weights (found when None), spectral norm folded, eval.
+
+    With no weights anywhere: WeightsError, unless allow_random (random init, for tests and
+    timing only).
+    """
+    if weights is None:
+        weights = find_weights(name)
+    if weights is None and not allow_random:
+        raise WeightsError(
+            f"no weights for model {name!r}: expected {name}.safetensors in {user_models_dir()} "
+            f"or shipped with albumfix (import a checkpoint with `albumfix models import FILE`)"
+        )
+    model = create_model(name, weights=weights, fold=True)
+    return model.eval()
+
+
+class RestoreEngine:
+    """Restores batches of aligned faces with one ASFFNet on one device.
+
+    model: a registered configuration name, or a ready nn.Module with `.config.size` and the
+    ASFFNet forward signature (used as is: moved to the device and put in eval mode, in place).
+    weights: checkpoint file; None looks it up with find_weights(model). device: auto | cpu |
+    cuda | cuda:N | mps. batch_size: faces per forward (>= 1). precision: auto | fp32 | bf16 |
+    fp16 (see resolve_precision). allow_random: use a randomly initialised model when no
+    weights exist instead of raising WeightsError (tests, timing).
+    """
+
+    def __init__(
+        self,
+        model: str | nn.Module = "albumfix-s128",
+        weights: str | Path | None = None,
+        device: str = "auto",
+        batch_size: int = 8,
+        precision: str = "auto",
+        allow_random: bool = False,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self._device = resolve_device(device)
+        self._autocast = resolve_precision(precision, self._device)
+        self.batch_size = batch_size
+        self._batch = batch_size  # working batch size, lowered by out-of-memory back-off
+        self._fell_back = False
+        if isinstance(model, str):
+            module = _load_named_model(model, weights, allow_random)
+        else:
+            module = model.eval()
+        self._model = self._place(module)
+        if self._device.type == "cuda":
+            torch.backends.cudnn.benchmark = False
+            torch.backends.cudnn.deterministic = True
+
+    @property
+    def size(self) -> int:
+        """Crop side S the model expects (px)."""
+        return int(self._model.config.size)
+
+    @property
+    def device(self) -> str:
+        """The device faces run on now, e.g. "cpu" or "cuda:0" (changes after a CPU fallback)."""
+        return str(self._device)
+
+    @property
+    def model(self) -> nn.Module:
+        """The module in use (eval mode, on `device`)."""
+        return self._model
+
+    @property
+    def precision(self) -> str:
+        """The precision in use now: "fp32", "bf16" or "fp16" (fp32 after a NaN fallback)."""
+        names = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
+        return names[self._autocast]
+
+    def _place(self, module: nn.Module) -> nn.Module:
+        """Move `module` to the engine's device; channels_last on CUDA."""
+        module = module.to(self._device)
+        if self._device.type == "cuda":
+            module = module.to(memory_format=torch.channels_last)
+        return module
+
+    def _forward(
+        self, lq: torch.Tensor, ref: torch.Tensor, lq_lm: torch.Tensor, ref_lm: torch.Tensor
+    ) -> torch.Tensor:
+        """Model output (B, 3, S, S) float32; autocast output with NaN/inf is redone in fp32."""
+        if self._autocast is not None:
+            with torch.autocast(self._device.type, dtype=self._autocast):
+                out = self._model(lq, ref, lq_lm, ref_lm).float()
+            if bool(torch.isfinite(out).all()):
+                return out
+            log.warning("%s output held NaN/inf; re-running in fp32 from now on", self.precision)
+            self._autocast = None
+        out = self._model(lq, ref, lq_lm, ref_lm).float()
+        if not bool(torch.isfinite(out).all()):
+            raise FloatingPointError("the model produced NaN/inf in fp32: its weights are unusable")
+        return out
+
+    def _run_chunk(self, chunk: Sequence[RestoreJob]) -> np.ndarray:
+        """Restore one batch. Returns (B, S, S, 3) uint8 RGB; faces without ref guide themselves."""
+        lq = np.stack([j.lq for j in chunk])
+        ref = np.stack([j.lq if j.ref is None else j.ref for j in chunk])
+        lq_lm = np.stack([j.lq_landmarks for j in chunk]).astype(np.float32)
+        ref_lm = np.stack([j.lq_landmarks if j.ref is None else j.ref_landmarks for j in chunk])
+        ref_lm = ref_lm.astype(np.float32)
+        memory = torch.channels_last if self._device.type == "cuda" else torch.contiguous_format
+        with torch.inference_mode():
+            out = self._forward(
+                images_to_tensor(lq, self._device).contiguous(memory_format=memory),
+                images_to_tensor(ref, self._device).contiguous(memory_format=memory),
+                torch.from_numpy(lq_lm).to(self._device),
+                torch.from_numpy(ref_lm).to(self._device),
+            )
+            return tensor_to_images(out)
+
+    def _back_off(self) -> bool:
+        """React to an out-of-memory error: halve the working batch, else (at batch 1) move to
+        the CPU in fp32 once. Returns False when nothing is left to try."""
+        if self._device.type == "cuda":
+            torch.cuda.empty_cache()
+        if self._batch > 1:
+            self._batch //= 2
+            log.warning("out of memory on %s; batch size lowered to %d", self.device, self._batch)
+            return True
+        if self._fell_back:
+            return False
+        log.warning("out of memory on %s at batch size 1; continuing on the CPU in fp32", self.device)
+        self._fell_back = True
+        self._device = torch.device("cpu")
+        self._autocast = None
+        self._model = self._place(self._model)
+        self._batch = self.batch_size
+        return True
+
+    def restore(self, jobs: Sequence[RestoreJob]) -> list[RestoredFace]:
+        """Restore every job (any number, from any photos), in order. See the module docstring."""
+        for index, job in enumerate(jobs):
+            _check_job(job, self.size, index)
+        results: list[RestoredFace] = []
+        while len(results) < len(jobs):
+            chunk = jobs[len(results) : len(results) + self._batch]
+            start = time.perf_counter()
+            images = None
+            try:
+                images = self._run_chunk(chunk)
+            except torch.OutOfMemoryError:
+                pass  # handled below, once the failed batch's tensors are released with the traceback
+            if images is None:
+                if not self._back_off():
+                    raise torch.OutOfMemoryError("out of memory for a single face, even on the CPU")
+                continue
+            share = (time.perf_counter() - start) / len(chunk)
+            results += [RestoredFace(img, job.ref is not None, share) for img, job in zip(images, chunk)]
+        return results

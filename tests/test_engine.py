@@ -1,0 +1,205 @@
+"""RestoreEngine on the CPU with a tiny ASFFNet: shapes, batching, self-guidance, OOM and NaN paths."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from albumfix.restore import ASFFNet, ASFFNetConfig, WeightsError, fold_spectral_norm
+from albumfix.restore.layers import has_spectral_norm
+from albumfix.restore.engine import (
+    DeviceError,
+    RestoredFace,
+    RestoreEngine,
+    RestoreJob,
+    images_to_tensor,
+    resolve_device,
+    tensor_to_images,
+)
+
+TINY = ASFFNetConfig(
+    name="engine-test-tiny",
+    size=32,
+    extractor_widths=(8, 8, 16),
+    feature_channels=8,
+    mask_widths=(4, 4, 8),
+    decoder_channels=8,
+    asff_blocks=1,
+    extractor_res_blocks=1,
+    mask_radius=1,
+    warp="exact",
+)
+S = TINY.size
+
+
+@pytest.fixture(scope="module")
+def tiny_model() -> nn.Module:
+    """A randomly initialised tiny ASFFNet, spectral norm folded, eval mode (shared, read-only)."""
+    torch.manual_seed(0)
+    return fold_spectral_norm(ASFFNet(TINY)).eval()
+
+
+def make_jobs(n: int, seed: int = 0, with_ref: bool = True) -> list[RestoreJob]:
+    """n random jobs of side S with plausible landmarks (inside the crop)."""
+    rng = np.random.default_rng(seed)
+    jobs = []
+    for _ in range(n):
+        lq = rng.integers(0, 256, (S, S, 3), dtype=np.uint8)
+        lm = rng.uniform(6, S - 6, (68, 2)).astype(np.float32)
+        ref = rng.integers(0, 256, (S, S, 3), dtype=np.uint8) if with_ref else None
+        ref_lm = (lm + rng.normal(0, 1, (68, 2))).astype(np.float32) if with_ref else None
+        jobs.append(RestoreJob(lq, ref, lm, ref_lm))
+    return jobs
+
+
+class SmallGpuDouble(nn.Module):
+    """Test double for a device with little memory: raises CUDA out-of-memory for batches larger
+    than `max_batch`, and for the first `failures` calls whatever their size. Records batch sizes."""
+
+    def __init__(self, inner: nn.Module, max_batch: int | None = None, failures: int = 0) -> None:
+        super().__init__()
+        self.inner = inner
+        self.config = inner.config
+        self.max_batch = max_batch
+        self.failures = failures
+        self.calls: list[int] = []
+
+    def forward(self, lq, ref, lq_landmarks, ref_landmarks):
+        self.calls.append(lq.shape[0])
+        if len(self.calls) <= self.failures or (self.max_batch and lq.shape[0] > self.max_batch):
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (test double)")
+        return self.inner(lq, ref, lq_landmarks, ref_landmarks)
+
+
+class NanUnderAutocast(nn.Module):
+    """Test double for a model that overflows in reduced precision: NaN output under autocast."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+        self.config = inner.config
+
+    def forward(self, lq, ref, lq_landmarks, ref_landmarks):
+        if torch.is_autocast_enabled(lq.device.type):
+            return torch.full_like(lq, float("nan"))
+        return self.inner(lq, ref, lq_landmarks, ref_landmarks)
+
+
+def stack(results: list[RestoredFace]) -> np.ndarray:
+    return np.stack([r.image for r in results]).astype(np.int16)
+
+
+def test_tensor_conversions_round_trip():
+    images = np.random.default_rng(0).integers(0, 256, (2, 8, 8, 3), dtype=np.uint8)
+    t = images_to_tensor(images, torch.device("cpu"))
+    assert t.shape == (2, 3, 8, 8) and t.dtype == torch.float32
+    assert t.min() >= -1.0 and t.max() <= 1.0
+    assert abs(float(t[1, 2, 3, 4]) - (images[1, 3, 4, 2] / 127.5 - 1.0)) < 1e-6
+    assert np.array_equal(tensor_to_images(t), images)
+    saturated = tensor_to_images(torch.full((1, 3, 2, 2), 5.0))
+    assert np.array_equal(saturated, np.full((1, 2, 2, 3), 255, np.uint8))
+
+
+def test_resolve_device():
+    assert resolve_device("cpu") == torch.device("cpu")
+    for bad in ("tpu", "cuda:x", "gpu0"):
+        with pytest.raises(DeviceError):
+            resolve_device(bad)
+    if not torch.cuda.is_available():
+        assert resolve_device("auto") in (torch.device("cpu"), torch.device("mps"))
+        with pytest.raises(DeviceError, match="cuda"):
+            resolve_device("cuda:0")
+    if not torch.backends.mps.is_available():
+        with pytest.raises(DeviceError, match="mps"):
+            resolve_device("mps")
+
+
+def test_missing_weights_is_a_clear_error(monkeypatch, tmp_path):
+    monkeypatch.setenv("ALBUMFIX_HOME", str(tmp_path))
+    with pytest.raises(WeightsError, match="no weights for model 'asffnet512'"):
+        RestoreEngine("asffnet512", device="cpu")
+
+
+def test_named_model_with_random_init():
+    engine = RestoreEngine("albumfix-s128", device="cpu", allow_random=True, batch_size=2)
+    assert engine.size == 128 and engine.device == "cpu" and engine.precision == "fp32"
+    assert engine.model.config.name == "albumfix-s128" and not engine.model.training
+    assert not has_spectral_norm(engine.model)  # folded once at load
+
+
+def test_restore_shapes_guided_flags_and_determinism(tiny_model):
+    jobs = make_jobs(3) + make_jobs(2, seed=1, with_ref=False)
+    engine = RestoreEngine(tiny_model, device="cpu", batch_size=2)
+    results = engine.restore(jobs)
+    assert len(results) == 5
+    for r in results:
+        assert r.image.shape == (S, S, 3) and r.image.dtype == np.uint8
+        assert r.seconds > 0
+    assert [r.guided for r in results] == [True, True, True, False, False]
+    assert np.array_equal(stack(results), stack(engine.restore(jobs)))
+    assert engine.restore([]) == []
+
+
+def test_batched_equals_one_at_a_time(tiny_model):
+    jobs = make_jobs(5, seed=2)
+    batched = RestoreEngine(tiny_model, device="cpu", batch_size=4).restore(jobs)
+    single = RestoreEngine(tiny_model, device="cpu", batch_size=1).restore(jobs)
+    assert np.abs(stack(batched) - stack(single)).max() <= 1
+
+
+def test_no_exemplar_face_guides_itself(tiny_model):
+    jobs = make_jobs(2, seed=3, with_ref=False)
+    self_ref = [RestoreJob(j.lq, j.lq, j.lq_landmarks, j.lq_landmarks) for j in jobs]
+    engine = RestoreEngine(tiny_model, device="cpu", batch_size=2)
+    unguided, explicit = engine.restore(jobs), engine.restore(self_ref)
+    assert np.array_equal(stack(unguided), stack(explicit))
+    assert not any(r.guided for r in unguided) and all(r.guided for r in explicit)
+    other = engine.restore(make_jobs(2, seed=3))  # a real exemplar changes the result
+    assert not np.array_equal(stack(other), stack(unguided))
+
+
+def test_out_of_memory_halves_the_batch(tiny_model):
+    jobs = make_jobs(7, seed=4)
+    reference = RestoreEngine(tiny_model, device="cpu", batch_size=1).restore(jobs)
+    double = SmallGpuDouble(tiny_model, max_batch=2)
+    engine = RestoreEngine(double, device="cpu", batch_size=8)
+    results = engine.restore(jobs)
+    assert double.calls == [7, 4, 2, 2, 2, 1]
+    assert np.abs(stack(results) - stack(reference)).max() <= 1
+    double.calls.clear()
+    engine.restore(jobs[:4])  # the lowered batch size is kept for later batches
+    assert double.calls == [2, 2]
+
+
+def test_out_of_memory_at_batch_one_falls_back_to_cpu(tiny_model):
+    jobs = make_jobs(3, seed=5)
+    double = SmallGpuDouble(tiny_model, failures=3)
+    engine = RestoreEngine(double, device="cpu", batch_size=4)
+    results = engine.restore(jobs)
+    assert double.calls == [3, 2, 1, 3]  # fail at 3, 2 and 1 faces; then the CPU with the full batch
+    assert len(results) == 3 and engine.device == "cpu"
+    hopeless = SmallGpuDouble(tiny_model, failures=10**6)
+    with pytest.raises(torch.OutOfMemoryError):
+        RestoreEngine(hopeless, device="cpu", batch_size=2).restore(jobs)
+
+
+def test_nan_under_autocast_falls_back_to_fp32(tiny_model):
+    jobs = make_jobs(3, seed=6)
+    engine = RestoreEngine(NanUnderAutocast(tiny_model), device="cpu", batch_size=2, precision="bf16")
+    assert engine.precision == "bf16"
+    results = engine.restore(jobs)
+    reference = RestoreEngine(tiny_model, device="cpu", batch_size=2, precision="fp32").restore(jobs)
+    assert np.array_equal(stack(results), stack(reference))
+    assert engine.precision == "fp32"
+
+
+def test_bad_jobs_are_rejected(tiny_model):
+    engine = RestoreEngine(tiny_model, device="cpu")
+    good = make_jobs(1)[0]
+    with pytest.raises(ValueError, match="job 0: lq"):
+        engine.restore([RestoreJob(good.lq[:16], None, good.lq_landmarks)])
+    with pytest.raises(ValueError, match="ref_landmarks"):
+        engine.restore([RestoreJob(good.lq, good.ref, good.lq_landmarks, None)])
+    with pytest.raises(ValueError):
+        RestoreEngine(tiny_model, device="cpu", batch_size=0)
