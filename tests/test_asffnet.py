@@ -22,21 +22,11 @@ from albumfix.restore.asffnet import (
     landmark_mask,
 )
 from albumfix.restore.layers import SNConv2d, fold_spectral_norm, has_spectral_norm
+from conftest import tiny_model_config
 
 KEY_LIST = Path(__file__).resolve().parents[2] / "shared/docs/asffnet512_state_dict.txt"
 
-TINY = ASFFNetConfig(
-    name="test-tiny",
-    size=32,
-    extractor_widths=(8, 8, 16),
-    feature_channels=16,
-    mask_widths=(4, 4, 8),
-    decoder_channels=8,
-    asff_blocks=1,
-    extractor_res_blocks=1,
-    mask_radius=1,
-    warp="exact",
-)
+TINY = tiny_model_config("test-tiny")
 
 
 def _landmarks(batch: int, size: int, seed: int) -> torch.Tensor:

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from albumfix.restore import ASFFNet, ASFFNetConfig, WeightsError, fold_spectral_norm
+from albumfix.restore import ASFFNet, WeightsError, fold_spectral_norm
 from albumfix.restore.layers import has_spectral_norm
 from albumfix.restore.engine import (
     DeviceError,
@@ -17,19 +17,9 @@ from albumfix.restore.engine import (
     resolve_device,
     tensor_to_images,
 )
+from conftest import tiny_model_config
 
-TINY = ASFFNetConfig(
-    name="engine-test-tiny",
-    size=32,
-    extractor_widths=(8, 8, 16),
-    feature_channels=8,
-    mask_widths=(4, 4, 8),
-    decoder_channels=8,
-    asff_blocks=1,
-    extractor_res_blocks=1,
-    mask_radius=1,
-    warp="exact",
-)
+TINY = tiny_model_config("engine-test-tiny")
 S = TINY.size
 
 

@@ -1,0 +1,266 @@
+"""Tests of albumfix.train: losses, cache and pair stream, the training loop, evaluation.
+
+The model is a tiny registered ASFFNet configuration (32-px crops) trained on generated
+cartoon faces whose 68 landmarks are known, so everything runs on CPU in seconds.
+"""
+from __future__ import annotations
+
+import json
+import math
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from albumfix.restore import ASFFNetConfig, create_model, register_config
+from albumfix.train.dataset import (
+    MIRROR_68,
+    AugmentConfig,
+    PairStream,
+    TrainingCache,
+    choose_training_exemplars,
+    collate,
+    encode_crops,
+    evaluation_samples,
+    load_cache,
+    person_split,
+    save_cache,
+)
+from albumfix.train.evaluate import EvalConfig, evaluate, psnr, ssim_luma
+from albumfix.train.losses import (
+    LossWeights,
+    PatchDiscriminator,
+    charbonnier_loss,
+    fft_loss,
+    ms_ssim,
+    restoration_loss,
+    ssim,
+)
+from albumfix.train.trainer import TrainConfig, apply_overrides, load_train_config, lr_factor, train
+
+TINY = register_config(ASFFNetConfig(
+    name="test-tiny32", size=32, extractor_widths=(8, 8, 16), feature_channels=8, mask_widths=(4, 4, 4),
+    decoder_channels=8, asff_blocks=1, extractor_res_blocks=1, mask_radius=1, warp="exact"), overwrite=True)
+S = 32
+
+
+def template_landmarks(size: int) -> np.ndarray:
+    """A plausible frontal 68-point iBUG layout in an (size, size) crop. (68, 2) float32."""
+    s = float(size)
+    t = np.linspace(0, np.pi, 17)
+    jaw = np.stack([0.5 * s - 0.33 * s * np.cos(t), 0.45 * s + 0.42 * s * np.sin(t)], 1)
+    brow_l = np.stack([np.linspace(0.25, 0.45, 5) * s, 0.34 * s - 0.02 * s * np.sin(np.linspace(0, np.pi, 5))], 1)
+    brow_r = brow_l.copy()
+    brow_r[:, 0] = s - brow_l[::-1, 0]
+    nose = np.stack([np.full(4, 0.5 * s), np.linspace(0.4, 0.55, 4) * s], 1)
+    nostrils = np.stack([np.linspace(0.44, 0.56, 5) * s, np.full(5, 0.58 * s)], 1)
+    a = np.array([np.pi, 2 * np.pi / 3, np.pi / 3, 0, -np.pi / 3, -2 * np.pi / 3])
+
+    def ring(cx, cy, rx, ry, angles):
+        return np.stack([cx + rx * np.cos(angles), cy - ry * np.sin(angles)], 1)
+
+    eye_l = ring(0.36 * s, 0.42 * s, 0.06 * s, 0.025 * s, a)
+    eye_r = ring(0.64 * s, 0.42 * s, 0.06 * s, 0.025 * s, a)
+    outer = ring(0.5 * s, 0.72 * s, 0.12 * s, 0.05 * s,
+                 np.concatenate([np.linspace(np.pi, 0, 7), np.linspace(-np.pi / 6, -5 * np.pi / 6, 5)]))
+    inner = ring(0.5 * s, 0.72 * s, 0.08 * s, 0.02 * s,
+                 np.concatenate([np.linspace(np.pi, 0, 5), np.linspace(-np.pi / 4, -3 * np.pi / 4, 3)]))
+    points = np.concatenate([jaw, brow_l, brow_r, nose, nostrils, eye_l, eye_r, outer, inner])
+    points[:, 0] -= 0.5  # symmetric about the centre column (size - 1) / 2 of integer pixel centres
+    return points.astype(np.float32)
+
+
+def draw_face(landmarks: np.ndarray, skin: tuple, rng: np.random.Generator, size: int) -> np.ndarray:
+    """A cartoon face drawn at its landmarks on a noisy background. (S, S, 3) uint8."""
+    img = np.clip(rng.normal(120, 25, (size, size, 3)), 0, 255).astype(np.uint8)
+    img = cv2.GaussianBlur(img, (0, 0), 1.0)
+    cv2.fillPoly(img, [np.round(landmarks[:17]).astype(np.int32)], skin)
+    centre = landmarks[:17].mean(0)
+    cv2.ellipse(img, (int(centre[0]), int(landmarks[19, 1])), (int(0.33 * size), int(0.15 * size)), 0, 180, 360, skin, -1)
+    for idx in (range(36, 42), range(42, 48), range(48, 60)):
+        colour = (150, 40, 50) if idx.start == 48 else (30, 20, 20)
+        cv2.fillPoly(img, [np.round(landmarks[list(idx)]).astype(np.int32)], colour)
+    for idx in (range(17, 22), range(22, 27)):
+        cv2.polylines(img, [np.round(landmarks[list(idx)]).astype(np.int32)], False, (60, 40, 30), 1)
+    return img
+
+
+def make_cache(path, people: int = 6, photos: int = 4, size: int = S, seed: int = 0) -> TrainingCache:
+    """A small cache of generated faces: per person a face shape and skin; per photo a jitter."""
+    rng = np.random.default_rng(seed)
+    base = template_landmarks(size)
+    crops, marks, embeds, person, names = [], [], [], [], []
+    for p in range(people):
+        shape = base + rng.normal(0, 0.6, base.shape)
+        skin = tuple(int(v) for v in rng.integers(120, 230, 3))
+        identity = rng.normal(0, 1, 128)
+        for k in range(photos):
+            lm = (shape + rng.normal(0, 0.3, base.shape)).astype(np.float32)
+            crops.append(draw_face(lm, skin, rng, size))
+            marks.append(lm)
+            e = identity + rng.normal(0, 0.05, 128)
+            embeds.append((e / np.linalg.norm(e)).astype(np.float16))
+            person.append(p)
+            names.append(f"synthetic/p{p}/{k}.jpg")
+    landmarks = np.stack(marks)
+    person_arr = np.array(person, np.int32)
+    keys = names
+    is_gt = np.ones(len(crops), bool)
+    exemplar, distance = choose_training_exemplars(keys, landmarks, np.stack(embeds), person_arr, is_gt, is_gt)
+    jpeg, offsets = encode_crops(crops)
+    split = (person_arr >= people - 2).astype(np.uint8)  # the last two people are held out
+    cache = TrainingCache(
+        jpeg=jpeg, jpeg_offsets=offsets, landmarks=landmarks, embeddings=np.stack(embeds), person=person_arr,
+        people=np.array([f"synthetic/p{p}" for p in range(people)]), paths=np.array(keys),
+        source_side=np.full(len(crops), float(size), np.float32), is_gt=is_gt, exemplar=exemplar,
+        exemplar_distance=distance, split=split, meta={"version": 1, "size": size, "quality": 95})
+    save_cache(cache, path)
+    return cache
+
+
+# ---------------------------------------------------------------- losses
+
+
+def test_losses_vanish_on_identical_images_and_grow_with_error():
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    y = (x + 0.3 * torch.randn_like(x)).clamp(-1, 1)
+    assert abs(float(ssim(x, x)) - 1) < 1e-5 and abs(float(ms_ssim(x, x)) - 1) < 1e-5
+    assert float(fft_loss(x, x)) < 1e-6
+    assert float(charbonnier_loss(x, x)) == pytest.approx(1e-3, rel=1e-3)
+    assert float(ssim(x, y)) < 0.9 and float(ms_ssim(x, y)) < float(ms_ssim(x, (x + y) / 2))
+    assert float(fft_loss(x, y)) > 0.01
+
+
+def test_restoration_loss_terms_and_discriminator():
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    disc = PatchDiscriminator(width=8)
+    logits = disc(x)
+    assert logits.shape == (2, 1, 4, 4)
+    value = restoration_loss(x * 0.5, x, LossWeights(adversarial=0.1), fake_logits=logits)
+    assert set(value.terms) == {"pixel", "ssim", "fft", "adv"}
+    assert float(value.total.detach()) == pytest.approx(sum(value.terms.values()), rel=1e-5)
+    with pytest.raises(ValueError):
+        restoration_loss(x, x, LossWeights(adversarial=0.1))
+
+
+def test_ssim_luma_matches_identity_and_orders_noise():
+    rng = np.random.default_rng(0)
+    img = (rng.random((32, 32, 3)) * 255).astype(np.uint8)
+    noisy = np.clip(img + rng.normal(0, 20, img.shape), 0, 255).astype(np.uint8)
+    noisier = np.clip(img + rng.normal(0, 60, img.shape), 0, 255).astype(np.uint8)
+    assert ssim_luma(img, img) == pytest.approx(1.0)
+    assert 1 > ssim_luma(img, noisy) > ssim_luma(img, noisier)
+    assert psnr(img, noisy) > psnr(img, noisier)
+
+
+def test_lr_schedule_warms_up_then_decays():
+    assert lr_factor(0, 10, 100, 0.1) == pytest.approx(0.1)
+    assert lr_factor(9, 10, 100, 0.1) == pytest.approx(1.0)
+    assert lr_factor(55, 10, 100, 0.1) == pytest.approx(0.55, abs=1e-6)
+    assert lr_factor(100, 10, 100, 0.1) == pytest.approx(0.1)
+
+
+# ---------------------------------------------------------------- data
+
+
+def test_mirror_permutation_is_an_involution_swapping_sides():
+    assert sorted(MIRROR_68.tolist()) == list(range(68))
+    assert np.array_equal(MIRROR_68[MIRROR_68], np.arange(68))
+    lm = template_landmarks(64)
+    mirrored = lm[MIRROR_68].copy()
+    mirrored[:, 0] = 63 - mirrored[:, 0]
+    assert np.abs(mirrored - lm).max() < 0.6  # the template is left-right symmetric
+
+
+def test_person_split_is_deterministic_and_near_fraction():
+    names = [f"p{i}" for i in range(2000)]
+    flags = [person_split(n, 0.1) for n in names]
+    assert flags == [person_split(n, 0.1) for n in names]
+    assert 0.07 < np.mean(flags) < 0.13
+
+
+def test_cache_round_trip_exemplars_and_pair_stream(tmp_path):
+    cache = make_cache(tmp_path / "c.npz")
+    loaded = load_cache(tmp_path / "c.npz")
+    assert len(loaded) == 24 and loaded.size == S
+    assert np.abs(loaded.crop(3).astype(int) - cache.crop(3).astype(int)).mean() < 3
+    ex = loaded.exemplar
+    assert np.all(ex >= 0) and np.all(ex != np.arange(24)) and np.all(loaded.person[ex] == loaded.person)
+    assert set(loaded.person[loaded.pairs("val")]) == {4, 5}
+    stream = PairStream(loaded, loaded.pairs("train"), AugmentConfig(), seed=3)
+    late, early = stream[37], stream[5]
+    again = PairStream(loaded, loaded.pairs("train"), AugmentConfig(), seed=3)
+    assert np.array_equal(again[5].lq, early.lq) and np.array_equal(again[37].lq, late.lq)
+    assert not np.array_equal(stream[6].lq, early.lq)
+    batch = collate([early, late])
+    assert batch.lq.shape == (2, 3, S, S) and batch.lq_landmarks.shape == (2, 68, 2)
+    assert float(batch.target.min()) >= -1 and float(batch.target.max()) <= 1
+    fixed = evaluation_samples(loaded, "val", limit=3)
+    assert len(fixed) == 3 and np.array_equal(fixed[0].lq, evaluation_samples(loaded, "val", limit=1)[0].lq)
+
+
+# ---------------------------------------------------------------- training and evaluation
+
+
+def tiny_config(tmp_path, out: str, **overrides) -> TrainConfig:
+    config = TrainConfig(cache=str(tmp_path / "c.npz"), out_dir=str(tmp_path / out), model=TINY.name,
+                         steps=8, batch_size=4, lr=3e-3, warmup_steps=2, log_every=1, checkpoint_every=100,
+                         val_count=4, threads=1, device="cpu")
+    return apply_overrides(config, overrides)
+
+
+def test_loss_falls_and_weights_export(tmp_path):
+    make_cache(tmp_path / "c.npz")
+    config = tiny_config(tmp_path, "run", steps=40, **{"augment.degradation": "light"})
+    result = train(config)
+    assert result.finished and result.step == 40
+    losses = [json.loads(line)["loss"] for line in result.log.read_text().splitlines()
+              if "loss" in json.loads(line)]
+    assert np.mean(losses[-5:]) < 0.8 * np.mean(losses[:5])
+    model = create_model(TINY.name, weights=result.weights)
+    assert not model.training
+    from safetensors import safe_open
+
+    with safe_open(str(result.weights), "pt") as f:
+        assert f.get_tensor("UpModel.1.weight_orig").dtype == torch.float16
+    report = evaluate(EvalConfig(cache=config.cache, checkpoint=str(result.checkpoint), limit=4, threads=1,
+                                 device="cpu", out=str(tmp_path / "eval.json"), examples=str(tmp_path / "ex.png")))
+    assert [v.name for v in report.variants] == ["input", "unguided", "guided"]
+    assert report.faces == 4 and report.people == 1
+    assert all(math.isfinite(v.psnr) and v.identity is not None and v.identity >= 0 for v in report.variants)
+    assert json.loads((tmp_path / "eval.json").read_text())["faces"] == 4
+    assert cv2.imread(str(tmp_path / "ex.png")).shape == (4 * S, 5 * S, 3)
+    assert "guided" in report.table()
+
+
+def test_resume_continues_exactly(tmp_path):
+    make_cache(tmp_path / "c.npz")
+    whole = train(tiny_config(tmp_path, "whole"))
+    first = train(tiny_config(tmp_path, "parts", stop_after=3))
+    assert first.step == 3 and not first.finished and first.weights is None
+    second = train(tiny_config(tmp_path, "parts"))
+    assert second.start_step == 3 and second.step == 8 and second.finished
+    a = torch.load(whole.checkpoint, weights_only=True)
+    b = torch.load(second.checkpoint, weights_only=True)
+    assert a["step"] == b["step"] == 8
+    for key in ("model", "ema"):
+        for name, tensor in a[key].items():
+            assert torch.equal(tensor, b[key][name]), (key, name)
+    steps = [json.loads(line)["step"] for line in second.log.read_text().splitlines()
+             if "loss" in json.loads(line)]
+    assert steps == list(range(1, 9))
+
+
+def test_config_from_toml_with_overrides(tmp_path):
+    path = tmp_path / "train.toml"
+    path.write_text('steps = 123\nbetas = [0.8, 0.9]\n[loss]\nfft = 0.5\n[augment]\ndegradation = "heavy"\n')
+    config = load_train_config(path, ["batch_size=3", "loss.adversarial=0.01", "max_minutes=none"])
+    assert config.steps == 123 and config.betas == (0.8, 0.9) and config.batch_size == 3
+    assert config.loss.fft == 0.5 and config.loss.adversarial == 0.01 and config.max_minutes is None
+    assert config.augment.degradation == "heavy"
+    with pytest.raises(ValueError):
+        load_train_config(path, ["nope=1"])
+    json_path = tmp_path / "train.json"
+    json_path.write_text(json.dumps({"steps": 7, "loss": {"pixel": 2.0}}))
+    assert load_train_config(json_path).loss.pixel == 2.0
