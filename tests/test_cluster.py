@@ -103,7 +103,7 @@ def test_cannot_link_pair_splits_one_identity() -> None:
 
 
 def test_pinned_faces_win_and_unpinned_faces_follow_them() -> None:
-    faces, truth = _album(np.random.default_rng(5), [5, 5])
+    faces, _ = _album(np.random.default_rng(5), [5, 5])
     pins = {"f00-00": "grandma", "f01-00": "grandma", "f01-01": "uncle"}
     labels = group_faces(faces, overrides=Overrides(pinned=pins)).labels
     assert labels["f00-00"] == labels["f01-00"] == "grandma"  # a manual merge against the embeddings
