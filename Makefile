@@ -10,13 +10,17 @@ TORCH  ?= torch==2.13.0
 OUT    ?= sample_album-restored
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test test-fast bench train eval sample-album clean help
+DATA   ?= ../shared/data/faces
+CACHE  ?= cache/train-s128.npz
+
+.PHONY: install demo test test-fast bench dataset train eval sample-album clean help
 
 help:
 	@echo "make demo     set up (if needed) and restore sample_album/ into $(OUT)/"
 	@echo "make test     set up (if needed) and run the whole test suite"
 	@echo "make install  create $(VENV) and install albumfix with its dependencies"
 	@echo "make bench    run the benchmarks (minutes; numbers for notes, not tests)"
+	@echo "make dataset  build the training cache from $(DATA) (resumable)"
 	@echo "make train    train the shipped default weights (hours on CPU; see MODEL_CARD.md)"
 	@echo "make eval     evaluate the shipped weights on held-out people"
 	@echo "make sample-album  rebuild sample_album/ from its public-domain sources"
@@ -45,11 +49,14 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_analysis.py
 	$(PY) benchmarks/bench_grouping.py
 
+dataset: $(STAMP)
+	$(VENV)/bin/albumfix dataset $(DATA)/celeba $(DATA)/lfw --out $(CACHE) --work-dir cache
+
 train: $(STAMP)
-	$(VENV)/bin/albumfix train --config train/albumfix-s128.toml
+	$(VENV)/bin/albumfix train --config tools/albumfix-s128.toml cache=$(CACHE)
 
 eval: $(STAMP)
-	$(VENV)/bin/albumfix eval
+	$(VENV)/bin/albumfix eval --cache $(CACHE) --limit 300
 
 sample-album: $(STAMP)
 	$(PY) tools/build_sample_album.py
