@@ -1,0 +1,145 @@
+"""Training losses that need no downloaded network: pixel, structural, frequency and adversarial.
+
+All image tensors are (B, 3, H, W) float in [-1, 1]; SSIM terms map them to [0, 1] internally.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def charbonnier_loss(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
+    """Mean sqrt((pred - target)^2 + eps^2): a smooth L1. Returns a scalar tensor."""
+    return torch.sqrt((pred - target).pow(2) + eps * eps).mean()
+
+
+def _gaussian_window(size: int, sigma: float, channels: int, device, dtype) -> torch.Tensor:
+    """Separable Gaussian as a (C, 1, size, size) depthwise kernel summing to 1 per channel."""
+    x = torch.arange(size, device=device, dtype=dtype) - (size - 1) / 2.0
+    g = torch.exp(-0.5 * (x / sigma) ** 2)
+    g = g / g.sum()
+    return (g[:, None] * g[None, :]).expand(channels, 1, size, size).contiguous()
+
+
+def _ssim_parts(x: torch.Tensor, y: torch.Tensor, window: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-image mean SSIM and contrast-structure term for x, y (B, C, H, W) in [0, 1]
+    (Wang et al. 2004, K1 = 0.01, K2 = 0.03, valid convolution). Returns two (B,) tensors."""
+    c1, c2 = 0.01 ** 2, 0.03 ** 2
+    groups = x.shape[1]
+    mu_x = F.conv2d(x, window, groups=groups)
+    mu_y = F.conv2d(y, window, groups=groups)
+    sxx = F.conv2d(x * x, window, groups=groups) - mu_x ** 2
+    syy = F.conv2d(y * y, window, groups=groups) - mu_y ** 2
+    sxy = F.conv2d(x * y, window, groups=groups) - mu_x * mu_y
+    cs = (2 * sxy + c2) / (sxx + syy + c2)
+    luminance = (2 * mu_x * mu_y + c1) / (mu_x ** 2 + mu_y ** 2 + c1)
+    return (luminance * cs).flatten(1).mean(1), cs.flatten(1).mean(1)
+
+
+def ssim(pred: torch.Tensor, target: torch.Tensor, window_size: int = 11, sigma: float = 1.5) -> torch.Tensor:
+    """Mean SSIM over the batch of two (B, C, H, W) images in [-1, 1] (computed on [0, 1] per channel)."""
+    x, y = (pred.float() + 1) / 2, (target.float() + 1) / 2
+    window = _gaussian_window(window_size, sigma, x.shape[1], x.device, x.dtype)
+    return _ssim_parts(x, y, window)[0].mean()
+
+
+MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
+
+
+def ms_ssim(pred: torch.Tensor, target: torch.Tensor, scales: int = 3, window_size: int = 7,
+            sigma: float = 1.0) -> torch.Tensor:
+    """Multi-scale SSIM (Wang et al. 2003) with the first `scales` published weights renormalised.
+    pred/target (B, C, H, W) in [-1, 1]; H, W >= window_size * 2**(scales-1). Returns a scalar."""
+    weights = torch.tensor(MS_SSIM_WEIGHTS[:scales], device=pred.device)
+    weights = weights / weights.sum()
+    x, y = (pred.float() + 1) / 2, (target.float() + 1) / 2
+    window = _gaussian_window(window_size, sigma, x.shape[1], x.device, x.dtype)
+    values = []
+    for level in range(scales):
+        full, cs = _ssim_parts(x, y, window)
+        values.append((full if level == scales - 1 else cs).clamp_min(1e-6))
+        if level < scales - 1:
+            x, y = F.avg_pool2d(x, 2), F.avg_pool2d(y, 2)
+    stacked = torch.stack(values, dim=1)  # (B, scales)
+    return torch.prod(stacked ** weights, dim=1).mean()
+
+
+def fft_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """L1 between FFT amplitude spectra (orthonormal 2-D rFFT) of (B, C, H, W) images: a penalty on
+    missing high-frequency energy that pixel losses under-weight. Returns a scalar."""
+    fp = torch.fft.rfft2(pred.float(), norm="ortho").abs()
+    ft = torch.fft.rfft2(target.float(), norm="ortho").abs()
+    return (fp - ft).abs().mean()
+
+
+class PatchDiscriminator(nn.Module):
+    """Small spectrally-normalised PatchGAN: (B, 3, S, S) in [-1, 1] -> (B, 1, S/8, S/8) logits."""
+
+    def __init__(self, width: int = 32, layers: int = 3):
+        super().__init__()
+        sn = nn.utils.spectral_norm
+        blocks: list[nn.Module] = [sn(nn.Conv2d(3, width, 4, 2, 1)), nn.LeakyReLU(0.2)]
+        channels = width
+        for _ in range(layers - 1):
+            blocks += [sn(nn.Conv2d(channels, channels * 2, 4, 2, 1)), nn.LeakyReLU(0.2)]
+            channels *= 2
+        blocks += [sn(nn.Conv2d(channels, channels, 3, 1, 1)), nn.LeakyReLU(0.2),
+                   sn(nn.Conv2d(channels, 1, 3, 1, 1))]
+        self.net = nn.Sequential(*blocks)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def discriminator_hinge_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+    """Hinge loss for the discriminator: mean relu(1 - real) + mean relu(1 + fake)."""
+    return F.relu(1.0 - real_logits).mean() + F.relu(1.0 + fake_logits).mean()
+
+
+def generator_hinge_loss(fake_logits: torch.Tensor) -> torch.Tensor:
+    """Hinge loss for the generator: -mean(fake logits)."""
+    return -fake_logits.mean()
+
+
+@dataclass(frozen=True)
+class LossWeights:
+    """Weights of the generator's loss terms (0 disables a term).
+
+    pixel: Charbonnier; ssim: 1 - MS-SSIM; fft: amplitude-spectrum L1; adversarial: hinge GAN
+    (needs a discriminator; off by default because CPU training is too short for a stable GAN).
+    """
+
+    pixel: float = 1.0
+    ssim: float = 0.2
+    fft: float = 0.05
+    adversarial: float = 0.0
+
+
+@dataclass
+class LossValue:
+    """total: scalar tensor to backpropagate; terms: each weighted term as a float, for the log."""
+
+    total: torch.Tensor
+    terms: dict[str, float]
+
+
+def restoration_loss(pred: torch.Tensor, target: torch.Tensor, weights: LossWeights,
+                     fake_logits: torch.Tensor | None = None, ms_ssim_scales: int = 3) -> LossValue:
+    """The generator's loss. pred/target (B, 3, S, S) in [-1, 1]; fake_logits: the discriminator's
+    output on pred (needed when weights.adversarial > 0)."""
+    parts: dict[str, torch.Tensor] = {}
+    if weights.pixel:
+        parts["pixel"] = weights.pixel * charbonnier_loss(pred.float(), target.float())
+    if weights.ssim:
+        parts["ssim"] = weights.ssim * (1.0 - ms_ssim(pred, target, scales=ms_ssim_scales))
+    if weights.fft:
+        parts["fft"] = weights.fft * fft_loss(pred, target)
+    if weights.adversarial:
+        if fake_logits is None:
+            raise ValueError("adversarial weight > 0 needs the discriminator's logits")
+        parts["adv"] = weights.adversarial * generator_hinge_loss(fake_logits.float())
+    total = torch.stack(list(parts.values())).sum()
+    return LossValue(total=total, terms={k: float(v.detach()) for k, v in parts.items()})

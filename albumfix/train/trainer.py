@@ -1,0 +1,458 @@
+"""Training loop for albumfix's ASFFNet configurations.
+
+`train(TrainConfig)` trains on a cache made by `albumfix.train.dataset.build_dataset`, with
+AdamW, linear warm-up then cosine decay, an exponential moving average (EMA) of the weights,
+gradient clipping, bf16 autocast on CUDA, and an optional hinge-GAN patch discriminator.
+
+Everything needed to continue lives in `<out_dir>/checkpoint.pt` (model, EMA, optimisers,
+schedulers, step, wall time, torch RNG states), written atomically every `checkpoint_every`
+steps, every `checkpoint_minutes`, and at the end; a new `train` call with the same out_dir
+resumes from it. The data stream is a pure function of (seed, sample number) (see
+`PairStream`), so a resumed run sees exactly the batches the uninterrupted run would have.
+`<out_dir>/log.jsonl` gets one JSON line per logged step (and per validation); progress lines
+go to stderr. The EMA weights are exported with `albumfix.restore.weights.save_weights`.
+"""
+from __future__ import annotations
+
+import copy
+import io
+import json
+import math
+import sys
+import time
+import types
+import typing
+from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from albumfix.album.atomic import atomic_write_bytes
+from albumfix.train.dataset import AugmentConfig, PairStream, collate, evaluation_samples, load_cache
+from albumfix.train.losses import LossWeights, PatchDiscriminator, discriminator_hinge_loss, restoration_loss
+
+CHECKPOINT_NAME = "checkpoint.pt"
+LOG_NAME = "log.jsonl"
+CHECKPOINT_VERSION = 1
+
+
+@dataclass
+class TrainConfig:
+    """All training options (load from TOML/JSON with `load_train_config`).
+
+    cache: training cache (.npz from build_dataset); out_dir: checkpoint, log and export folder;
+    model: registered configuration name (its size must equal the cache's crop size).
+    steps: length of the schedule; stop_after: end this invocation after this many steps
+    (checkpointed; a later call resumes); max_minutes: stop once the run's total training wall
+    time (all resumed parts) passes this. batch_size: pairs per step; num_workers: DataLoader
+    worker processes (0: load in the training process).
+    lr: peak AdamW learning rate; warmup_steps: linear warm-up; min_lr_ratio: final lr / peak
+    (cosine); weight_decay, betas: AdamW; grad_clip: max gradient L2 norm (0: off).
+    ema_decay: EMA factor per step (warm-started as min(decay, (1 + t) / (10 + t))).
+    loss: loss weights; disc_lr, disc_width: patch discriminator (used when loss.adversarial > 0).
+    augment: on-the-fly degradation and augmentation. seed: data stream and initialisation.
+    threads: torch CPU threads; device: "auto" | "cpu" | "cuda" | "cuda:N"; precision: "auto"
+    (bf16 autocast on CUDA, fp32 on CPU) | "fp32" | "bf16".
+    checkpoint_every / checkpoint_minutes: checkpoint cadence in steps / wall minutes;
+    log_every: steps between log lines; val_every: steps between validations of the EMA model on
+    `val_count` held-out pairs (0: only at the end); export: fp16 safetensors path for the EMA
+    weights at the end ("" : `<out_dir>/<model>.safetensors`).
+    """
+
+    cache: str = "cache/train-s128.npz"
+    out_dir: str = "runs/albumfix-s128"
+    model: str = "albumfix-s128"
+    steps: int = 20000
+    stop_after: int | None = None
+    max_minutes: float | None = None
+    batch_size: int = 8
+    num_workers: int = 0
+    lr: float = 2e-4
+    warmup_steps: int = 200
+    min_lr_ratio: float = 0.05
+    weight_decay: float = 1e-4
+    betas: tuple[float, float] = (0.9, 0.99)
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999
+    loss: LossWeights = field(default_factory=LossWeights)
+    disc_lr: float = 1e-4
+    disc_width: int = 32
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    seed: int = 0
+    threads: int = 2
+    device: str = "auto"
+    precision: str = "auto"
+    checkpoint_every: int = 500
+    checkpoint_minutes: float = 5.0
+    log_every: int = 10
+    val_every: int = 0
+    val_count: int = 32
+    export: str = ""
+
+
+@dataclass
+class TrainResult:
+    """What a `train` call did. step: steps done in total; start_step: where this call began
+    (> 0: resumed); wall_seconds: total training wall time over all parts; last_loss: mean total
+    loss of the last logged window; val_psnr / val_psnr_input: last validation (dB) or None;
+    weights: exported EMA weights or None (run not finished)."""
+
+    step: int
+    start_step: int
+    finished: bool
+    wall_seconds: float
+    last_loss: float
+    val_psnr: float | None
+    val_psnr_input: float | None
+    checkpoint: Path
+    log: Path
+    weights: Path | None
+
+
+def _coerce(value, kind):
+    """Convert a JSON/TOML/CLI value to the annotated field type `kind`."""
+    origin = typing.get_origin(kind)
+    args = typing.get_args(kind)
+    if origin in (typing.Union, types.UnionType):
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
+            return None
+        return _coerce(value, next(a for a in args if a is not type(None)))
+    if origin is tuple:
+        items = json.loads(value) if isinstance(value, str) else value
+        return tuple(_coerce(v, a) for v, a in zip(items, args))
+    if kind is bool:
+        return value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes", "on")
+    return kind(value)
+
+
+def _from_mapping(cls, data: dict):
+    """Build dataclass `cls` from a (nested) mapping; unknown keys raise ValueError."""
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in fields(cls)}
+    unknown = set(data) - names
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} option(s): {', '.join(sorted(unknown))}")
+    kwargs = {}
+    for name, value in data.items():
+        kind = hints[name]
+        kwargs[name] = _from_mapping(kind, value) if is_dataclass(kind) else _coerce(value, kind)
+    return cls(**kwargs)
+
+
+def apply_overrides(config: TrainConfig, overrides: list[str] | dict[str, object]) -> TrainConfig:
+    """Return `config` with "key=value" (or {key: value}) overrides; nested keys use a dot:
+    "loss.adversarial=0.01", "augment.degradation=heavy"."""
+    items = overrides.items() if isinstance(overrides, dict) else (o.split("=", 1) for o in overrides)
+    result = config
+    for key, value in items:
+        head, _, rest = str(key).strip().partition(".")
+        hints = typing.get_type_hints(TrainConfig)
+        if head not in hints:
+            raise ValueError(f"unknown TrainConfig option {head!r}")
+        if rest:
+            inner = getattr(result, head)
+            inner_hints = typing.get_type_hints(type(inner))
+            if rest not in inner_hints:
+                raise ValueError(f"unknown option {key!r}")
+            result = replace(result, **{head: replace(inner, **{rest: _coerce(value, inner_hints[rest])})})
+        else:
+            result = replace(result, **{head: _coerce(value, hints[head])})
+    return result
+
+
+def load_train_config(path: str | Path | None = None,
+                      overrides: list[str] | dict[str, object] | None = None) -> TrainConfig:
+    """TrainConfig from a TOML (.toml) or JSON file (sections [loss], [augment] for the nested
+    options), then `overrides` (see `apply_overrides`). No file: the defaults."""
+    config = TrainConfig()
+    if path is not None:
+        path = Path(path)
+        if path.suffix == ".toml":
+            import tomllib
+
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        else:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        config = _from_mapping(TrainConfig, data)
+    return apply_overrides(config, overrides or [])
+
+
+def resolve_device(name: str) -> torch.device:
+    """"auto" -> cuda when available, else cpu; anything else is passed to torch.device."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def lr_factor(step: int, warmup: int, total: int, min_ratio: float) -> float:
+    """Multiplier of the peak lr at `step`: linear warm-up over `warmup` steps, then cosine decay
+    to `min_ratio` at `total`."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+@torch.no_grad()
+def update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
+    """ema_params <- decay * ema_params + (1 - decay) * params; buffers (spectral-norm u, v) copied."""
+    ema_params = [p for p in ema.parameters()]
+    params = [p.detach() for p in model.parameters()]
+    torch._foreach_lerp_(ema_params, params, 1.0 - decay)
+    for eb, b in zip(ema.buffers(), model.buffers()):
+        eb.copy_(b)
+
+
+@torch.no_grad()
+def settle_spectral_norm(model: nn.Module, iterations: int = 10) -> None:
+    """Refine every spectral-norm u, v of `model` for its own weights (the EMA copies the training
+    model's vectors, which track the training weights, not their average)."""
+    from albumfix.restore.layers import SNConv2d
+
+    for module in model.modules():
+        if isinstance(module, SNConv2d):
+            module.power_iteration(iterations)
+
+
+@dataclass
+class _State:
+    """Everything the loop mutates (and the checkpoint stores)."""
+
+    model: nn.Module
+    ema: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    disc: nn.Module | None
+    disc_optimizer: torch.optim.Optimizer | None
+    step: int = 0
+    wall_seconds: float = 0.0
+
+
+def _build_state(config: TrainConfig, device: torch.device) -> _State:
+    from albumfix.restore import create_model
+
+    torch.manual_seed(config.seed)
+    model = create_model(config.model, device=device)
+    model.train()
+    ema = copy.deepcopy(model).eval()
+    for p in ema.parameters():
+        p.requires_grad_(False)
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        (no_decay if p.ndim <= 1 else decay).append(p)
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=config.lr, betas=config.betas)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_factor(s, config.warmup_steps, config.steps, config.min_lr_ratio))
+    disc = disc_optimizer = None
+    if config.loss.adversarial > 0:
+        disc = PatchDiscriminator(config.disc_width).to(device)
+        disc_optimizer = torch.optim.AdamW(disc.parameters(), lr=config.disc_lr, betas=(0.5, 0.99), weight_decay=0.0)
+    return _State(model, ema, optimizer, scheduler, disc, disc_optimizer)
+
+
+def save_checkpoint(state: _State, config: TrainConfig, path: Path) -> None:
+    """Write the full training state to `path` atomically."""
+    payload = {
+        "version": CHECKPOINT_VERSION,
+        "config": json.dumps(asdict(config)),
+        "step": state.step,
+        "wall_seconds": state.wall_seconds,
+        "model": state.model.state_dict(),
+        "ema": state.ema.state_dict(),
+        "optimizer": state.optimizer.state_dict(),
+        "scheduler": state.scheduler.state_dict(),
+        "torch_rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+    if state.disc is not None:
+        payload["disc"] = state.disc.state_dict()
+        payload["disc_optimizer"] = state.disc_optimizer.state_dict()
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def load_checkpoint(state: _State, path: Path, device: torch.device) -> None:
+    """Restore `state` in place from a checkpoint written by `save_checkpoint`."""
+    payload = torch.load(path, map_location=device, weights_only=True)
+    if payload.get("version") != CHECKPOINT_VERSION:
+        raise ValueError(f"{path}: unsupported checkpoint version {payload.get('version')}")
+    state.model.load_state_dict(payload["model"])
+    state.ema.load_state_dict(payload["ema"])
+    state.optimizer.load_state_dict(payload["optimizer"])
+    state.scheduler.load_state_dict(payload["scheduler"])
+    if state.disc is not None and "disc" in payload:
+        state.disc.load_state_dict(payload["disc"])
+        state.disc_optimizer.load_state_dict(payload["disc_optimizer"])
+    torch.set_rng_state(payload["torch_rng"].cpu())
+    if payload["cuda_rng"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in payload["cuda_rng"]])
+    state.step = int(payload["step"])
+    state.wall_seconds = float(payload["wall_seconds"])
+
+
+def checkpoint_model_config(path: str | Path) -> str:
+    """The model configuration name stored in a training checkpoint."""
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    return json.loads(payload["config"])["model"]
+
+
+def load_ema_from_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
+    """The EMA model of a training checkpoint, in eval mode (for evaluation or export)."""
+    from albumfix.restore import create_model
+
+    payload = torch.load(path, map_location=device, weights_only=True)
+    model = create_model(json.loads(payload["config"])["model"], device=device)
+    model.load_state_dict(payload["ema"])
+    return model.eval()
+
+
+@torch.no_grad()
+def validate(model: nn.Module, samples: list, device: torch.device, batch_size: int = 16) -> tuple[float, float]:
+    """Mean PSNR (dB, RGB) of `model`'s guided restorations and of the degraded inputs against the
+    targets of TrainingSamples. Returns (restored, input)."""
+    from albumfix.train.dataset import tensor_to_images
+    from albumfix.train.evaluate import psnr
+
+    was_training = model.training
+    model.eval()
+    restored, inputs = [], []
+    for start in range(0, len(samples), batch_size):
+        chunk = samples[start:start + batch_size]
+        batch = collate(chunk).to(device)
+        out = tensor_to_images(model(batch.lq, batch.ref, batch.lq_landmarks, batch.ref_landmarks))
+        restored += [psnr(o, s.target) for o, s in zip(out, chunk)]
+        inputs += [psnr(s.lq, s.target) for s in chunk]
+    model.train(was_training)
+    return float(np.mean(restored)), float(np.mean(inputs))
+
+
+def _autocast(device: torch.device, precision: str):
+    use_bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_bf16)
+
+
+def _train_step(state: _State, batch, config: TrainConfig, device: torch.device) -> dict[str, float]:
+    """One optimisation step (generator, then discriminator when enabled); returns loss terms."""
+    with _autocast(device, config.precision):
+        pred = state.model(batch.lq, batch.ref, batch.lq_landmarks, batch.ref_landmarks)
+        fake_logits = state.disc(pred) if state.disc is not None else None
+    loss = restoration_loss(pred.float(), batch.target, config.loss,
+                            None if fake_logits is None else fake_logits.float())
+    state.optimizer.zero_grad(set_to_none=True)
+    loss.total.backward()
+    grad_norm = float(nn.utils.clip_grad_norm_(state.model.parameters(), config.grad_clip or float("inf")))
+    state.optimizer.step()
+    state.scheduler.step()
+    terms = dict(loss.terms, total=float(loss.total.detach()), grad_norm=grad_norm)
+    if state.disc is not None:
+        with _autocast(device, config.precision):
+            d_loss = discriminator_hinge_loss(state.disc(batch.target).float(), state.disc(pred.detach()).float())
+        state.disc_optimizer.zero_grad(set_to_none=True)
+        d_loss.backward()
+        state.disc_optimizer.step()
+        terms["disc"] = float(d_loss.detach())
+    decay = min(config.ema_decay, (1 + state.step) / (10 + state.step))
+    update_ema(state.ema, state.model, decay)
+    return terms
+
+
+def _log(path: Path, record: dict) -> None:
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(record) + "\n")
+
+
+def train(config: TrainConfig) -> TrainResult:
+    """Train (or resume) per `config`; see the module docstring. Returns a TrainResult."""
+    from torch.utils.data import DataLoader
+
+    from albumfix.restore import get_config, save_weights
+
+    torch.set_num_threads(config.threads)
+    device = resolve_device(config.device)
+    out_dir = Path(config.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ckpt_path, log_path = out_dir / CHECKPOINT_NAME, out_dir / LOG_NAME
+    cache = load_cache(config.cache)
+    if get_config(config.model).size != cache.size:
+        raise ValueError(f"model {config.model} needs {get_config(config.model).size}-px crops; "
+                         f"{config.cache} holds {cache.size}-px crops")
+    state = _build_state(config, device)
+    if ckpt_path.exists():
+        load_checkpoint(state, ckpt_path, device)
+    start_step = state.step
+    say = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
+    say(f"training {config.model} on {device}: {len(cache.pairs('train'))} train pairs, "
+        f"batch {config.batch_size}, steps {start_step} -> {config.steps}")
+    stream = PairStream(cache, cache.pairs("train"), config.augment, config.seed)
+    end_step = config.steps if config.stop_after is None else min(config.steps, start_step + config.stop_after)
+    if config.max_minutes is not None and state.wall_seconds >= config.max_minutes * 60:
+        end_step = start_step
+    loader = DataLoader(stream, batch_size=config.batch_size, collate_fn=collate, num_workers=config.num_workers,
+                        sampler=range(start_step * config.batch_size, end_step * config.batch_size))
+    val_samples = evaluation_samples(cache, "val", config.val_count)
+    val_psnr = val_input = None
+    window: list[float] = []
+    last_loss = float("nan")
+    segment_start = time.monotonic()
+    base_wall = state.wall_seconds
+    last_ckpt_time = segment_start
+
+    def run_validation() -> None:
+        nonlocal val_psnr, val_input
+        if val_samples:
+            settle_spectral_norm(state.ema)
+            val_psnr, val_input = validate(state.ema, val_samples, device)
+            _log(log_path, {"step": state.step, "val_psnr": val_psnr, "val_psnr_input": val_input,
+                            "wall": state.wall_seconds})
+            say(f"step {state.step}: val PSNR {val_psnr:.2f} dB (input {val_input:.2f} dB)")
+
+    step_start = time.monotonic()
+    for batch in loader:
+        terms = _train_step(state, batch.to(device), config, device)
+        state.step += 1
+        now = time.monotonic()
+        state.wall_seconds = base_wall + (now - segment_start)
+        window.append(terms["total"])
+        if state.step % config.log_every == 0 or state.step == end_step:
+            last_loss = float(np.mean(window))
+            sec = (now - step_start) / len(window)
+            record = {"step": state.step, "lr": state.scheduler.get_last_lr()[0], "loss": last_loss,
+                      "sec_per_step": sec, "wall": state.wall_seconds,
+                      **{k: v for k, v in terms.items() if k != "total"}}
+            _log(log_path, record)
+            say(f"step {state.step}/{config.steps} loss {last_loss:.4f} lr {record['lr']:.2e} "
+                f"{sec:.2f} s/step, eta {(config.steps - state.step) * sec / 60:.0f} min")
+            window, step_start = [], time.monotonic()
+        if config.val_every and state.step % config.val_every == 0:
+            run_validation()
+        over_time = config.max_minutes is not None and state.wall_seconds >= config.max_minutes * 60
+        if (state.step % config.checkpoint_every == 0 or now - last_ckpt_time >= config.checkpoint_minutes * 60
+                or over_time):
+            save_checkpoint(state, config, ckpt_path)
+            last_ckpt_time = time.monotonic()
+        if over_time:
+            say(f"stopping at step {state.step}: {config.max_minutes} min of training reached")
+            break
+    if window:
+        last_loss = float(np.mean(window))
+    save_checkpoint(state, config, ckpt_path)
+    finished = state.step >= config.steps or (
+        config.max_minutes is not None and state.wall_seconds >= config.max_minutes * 60)
+    weights = None
+    if finished:
+        if not (config.val_every and state.step % config.val_every == 0):
+            run_validation()
+        weights = Path(config.export) if config.export else out_dir / f"{config.model}.safetensors"
+        settle_spectral_norm(state.ema)
+        save_weights(state.ema, weights, dtype=torch.float16, metadata={
+            "steps": state.step, "train_wall_seconds": round(state.wall_seconds),
+            "cache": Path(config.cache).name, "recipe": json.dumps(asdict(config))})
+        say(f"exported EMA weights to {weights}")
+    return TrainResult(step=state.step, start_step=start_step, finished=finished, wall_seconds=state.wall_seconds,
+                       last_loss=last_loss, val_psnr=val_psnr, val_psnr_input=val_input,
+                       checkpoint=ckpt_path, log=log_path, weights=weights)
