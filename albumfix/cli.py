@@ -181,7 +181,7 @@ def _run(restore: bool, options: dict) -> None:
 
 def _print_summary(data: dict, restore: bool) -> None:
     s = data["summary"]
-    verb = "restored" if restore else "analysed"
+    verb = "processed" if restore else "analysed"
     typer.echo(f"{s['photos']} photos {verb} in {s['seconds']:.1f} s: {s['restored']} restored, "
                f"{s['unchanged']} unchanged, {s['skipped']} skipped, {s['failed']} failed; "
                f"{s['faces']} faces, {s['people']} people.")
