@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from albumfix.album import imageio
-from albumfix.album.atomic import atomic_write_bytes
+from albumfix.atomic import atomic_write_bytes
 from albumfix.album.index import AlbumIndex, OutputRow
 from albumfix.album.scan import AlbumFile
 

@@ -20,7 +20,7 @@ import numpy as np
 
 from albumfix import __version__
 from albumfix.album import imageio
-from albumfix.album.atomic import atomic_copy, remove_stale_temps
+from albumfix.atomic import atomic_copy, remove_stale_temps
 from albumfix.album.index import AlbumIndex, FaceRow, OutputRow
 from albumfix.album.scan import AlbumFile, content_hash, scan_album
 from albumfix.errors import AlbumError, FatalError, UsageError

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from urllib.parse import quote
 
-from albumfix.album.atomic import atomic_write_bytes
+from albumfix.atomic import atomic_write_bytes
 
 STYLE = """
 body{font-family:system-ui,sans-serif;margin:2em;background:#fafafa;color:#222}

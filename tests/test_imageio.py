@@ -162,3 +162,14 @@ def test_write_photo_is_atomic_and_keeps_mtime(tmp_path):
     imageio.write_photo(photo, photo.pixels, target, os.stat(src))
     assert target.stat().st_mtime_ns == 1_100_000_000_000_000_000
     assert not [p for p in target.parent.iterdir() if p.name.startswith(".albumfix-tmp-")]
+
+
+def test_written_files_get_normal_permissions(tmp_path):
+    from albumfix.atomic import atomic_write_bytes
+
+    old = os.umask(0o022)
+    try:
+        atomic_write_bytes(tmp_path / "f.bin", b"x")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "f.bin").stat().st_mode & 0o777 == 0o644

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageCms, UnidentifiedImageError
 
-from albumfix.album.atomic import atomic_write_bytes
+from albumfix.atomic import atomic_write_bytes
 
 # Formats albumfix reads and writes, by lower-case suffix.
 SUFFIX_FORMATS = {

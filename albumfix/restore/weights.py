@@ -18,13 +18,13 @@ import hashlib
 import os
 import pickle
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from albumfix.atomic import atomic_write_bytes
 from albumfix.restore.asffnet import ASFFNet
 from albumfix.restore.configs import ASFFNetConfig, get_config, list_configs
 
@@ -223,21 +223,11 @@ def load_weights(model: nn.Module, path: str | Path) -> dict[str, str]:
 def _write_safetensors(
     state: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]
 ) -> None:
-    """Write atomically: a temporary file in the target folder, fsync, rename."""
-    from safetensors.torch import save_file
+    """Write atomically (temporary file in the target folder, fsync, rename)."""
+    from safetensors.torch import save
 
-    path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=metadata)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    atomic_write_bytes(path, save(tensors, metadata=metadata))
 
 
 def save_weights(

@@ -37,7 +37,7 @@ from typing import Callable, Sequence
 import cv2
 import numpy as np
 
-from albumfix.album.atomic import atomic_write_bytes
+from albumfix.atomic import atomic_write_bytes
 from albumfix.faces.analyzer import DetectedFace, FaceAnalyzer
 from albumfix.train.degrade import DegradationConfig, apply_degradation, apply_tone, get_preset, sample_degradation
 

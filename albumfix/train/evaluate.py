@@ -24,7 +24,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from albumfix.album.atomic import atomic_write_bytes
+from albumfix.atomic import atomic_write_bytes
 
 _LUMA = np.array([0.299, 0.587, 0.114])
 

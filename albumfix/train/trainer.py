@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from albumfix.album.atomic import atomic_write_bytes
+from albumfix.atomic import atomic_write_bytes
 from albumfix.train.dataset import AugmentConfig, PairStream, collate, evaluation_samples, load_cache
 from albumfix.train.losses import LossWeights, PatchDiscriminator, discriminator_hinge_loss, restoration_loss
 
