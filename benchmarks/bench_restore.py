@@ -28,7 +28,6 @@ import numpy as np
 import torch
 
 from albumfix.restore import ASFFNet, get_config
-from albumfix.restore.asffnet import FEATURE_STRIDE, MLS_POINTS
 from albumfix.restore.engine import (
     RestoreEngine,
     RestoreJob,
@@ -36,7 +35,7 @@ from albumfix.restore.engine import (
     resolve_device,
     tensor_to_images,
 )
-from albumfix.restore.mls import landmarks_to_grid, mls_affine_grid_numpy, sample_grid
+from albumfix.restore.mls import mls_affine_grid_numpy, sample_grid
 
 LARGE_SIZE = 256  # configurations with S >= this use --faces-large
 
@@ -50,8 +49,7 @@ class NumpyMLSASFFNet(ASFFNet):
     ) -> torch.Tensor:
         """(B, F, h, w) guidance features -> the same warped onto the LQ geometry."""
         convention = self.config.warp
-        src = landmarks_to_grid(ref_landmarks[:, MLS_POINTS], FEATURE_STRIDE, convention)
-        dst = landmarks_to_grid(lq_landmarks[:, MLS_POINTS], FEATURE_STRIDE, convention)
+        src, dst = self.warp_points(lq_landmarks, ref_landmarks)
         anchor = "src" if convention == "published" else "dst"  # see albumfix.restore.mls
         height, width = ref_features.shape[-2:]
         grids = [

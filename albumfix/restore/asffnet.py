@@ -317,10 +317,18 @@ class ASFFNet(nn.Module):
         self, ref_features: torch.Tensor, lq_landmarks: torch.Tensor, ref_landmarks: torch.Tensor
     ) -> torch.Tensor:
         """MLS-warp (B, F, S/4, S/4) guidance features from the ref onto the LQ geometry."""
+        src, dst = self.warp_points(lq_landmarks, ref_landmarks)
+        return mls_warp(ref_features, src, dst, self.config.warp, self.config.mls_eps)
+
+    def warp_points(
+        self, lq_landmarks: torch.Tensor, ref_landmarks: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, 68, 2) crop px -> MLS control points (src = ref, dst = LQ), each (B, 51, 2) in
+        feature-grid units of the configuration's warp convention."""
         convention = self.config.warp
         src = landmarks_to_grid(ref_landmarks[:, MLS_POINTS], FEATURE_STRIDE, convention)
         dst = landmarks_to_grid(lq_landmarks[:, MLS_POINTS], FEATURE_STRIDE, convention)
-        return mls_warp(ref_features, src, dst, convention, self.config.mls_eps)
+        return src, dst
 
     def forward(
         self,
