@@ -77,10 +77,11 @@ class Composer:
         for fid in face_ids:
             plan = self.plan.faces[fid]
             t, lq, lq_lm = self._crop(rgb, plan.row.landmarks, size)
-            ref = self._reference(self.plan.exemplar_of(fid), size)
+            exemplar = self.plan.exemplar_of(fid)
+            ref = self._reference(exemplar, size)
             job = RestoreJob(lq=lq, ref=None if ref is None else ref[0], lq_landmarks=lq_lm,
                              ref_landmarks=None if ref is None else ref[1])
-            work.faces.append(_FaceWork(fid, t, plan.row.landmarks, job, self.plan.exemplar_of(fid)))
+            work.faces.append(_FaceWork(fid, t, plan.row.landmarks, job, exemplar))
         self.pending.append(work)
         waiting = sum(len(w.faces) for w in self.pending)
         if waiting >= self.engine.batch_size or len(self.pending) >= MAX_PHOTOS_IN_FLIGHT:

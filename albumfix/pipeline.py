@@ -156,7 +156,8 @@ class Pipeline:
         """The album index; a throw-away copy of it for --dry-run, so nothing is written."""
         path = index_path(self.out)
         if not self.settings.dry_run:
-            remove_stale_temps(self.out) if self.out.exists() else None
+            if self.out.exists():
+                remove_stale_temps(self.out)
             return AlbumIndex(path)
         scratch = Path(tempfile.mkdtemp(prefix="albumfix-dry-run-"))
         if path.exists():

@@ -14,9 +14,6 @@ from albumfix.settings import Settings
 
 log = logging.getLogger("albumfix")
 
-EMBEDDING_SPACES = {"dlib": "dlib", "arcface": "arcface", "insightface": "arcface"}
-
-
 @dataclass
 class FacePlan:
     """What happens to one face. action: restore | exemplar | skip."""
@@ -33,9 +30,16 @@ class FacePlan:
 class Plan:
     faces: dict[str, FacePlan]
     names: dict[str, str]
+    _by_photo: dict[str, list[FacePlan]] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._by_photo = {}
+        for f in self.faces.values():
+            self._by_photo.setdefault(f.row.content_hash, []).append(f)
 
     def by_photo(self, content_hash: str) -> list[FacePlan]:
-        return [f for f in self.faces.values() if f.row.content_hash == content_hash]
+        """The photo's faces, in stored (face id) order; looked up, not searched."""
+        return self._by_photo.get(content_hash, [])
 
     def faces_to_restore(self, content_hash: str) -> list[str]:
         return [f.row.face_id for f in self.by_photo(content_hash) if f.action == "restore"]
@@ -91,10 +95,6 @@ def build_plan(ix: AlbumIndex, faces: list[FaceRow], settings: Settings, progres
     return Plan(plans, ix.person_names())
 
 
-def _space(embedder: str) -> str:
-    return EMBEDDING_SPACES.get(embedder, embedder)
-
-
 def _group(ix: AlbumIndex, plans: dict[str, FacePlan]) -> None:
     """Assign persons: stored people keep their faces, new faces join them or form new people."""
     from albumfix.people.cluster import FaceRecord, Overrides, Person, assign_new
@@ -108,8 +108,8 @@ def _group(ix: AlbumIndex, plans: dict[str, FacePlan]) -> None:
     )
     groupable = [p for p in plans.values() if p.action != "skip" and p.row.embedding is not None]
     labels: dict[str, str | None] = {}
-    for space in sorted({_space(p.row.embedder) for p in groupable}):
-        members = [p for p in groupable if _space(p.row.embedder) == space]
+    for space in sorted({p.row.embedder for p in groupable}):  # embedder names are calibration spaces
+        members = [p for p in groupable if p.row.embedder == space]
         records = {p.row.face_id: FaceRecord(p.row.face_id, p.row.content_hash, p.row.embedding)
                    for p in members}
         existing: dict[str, list] = {}
@@ -145,6 +145,6 @@ def _choose(plans: dict[str, FacePlan], k: int) -> None:
             continue
         candidates = [as_exemplar(c) for c in by_person.get(p.person, [])] if p.person else []
         p.exemplars = choose_exemplars(as_exemplar(p), candidates, k=k,
-                                       space=_space(p.row.embedder)) if candidates else []
+                                       space=p.row.embedder) if candidates else []
         if not p.exemplars:
             p.reason = p.reason or "no eligible exemplar of this person: restored without guidance"
