@@ -399,6 +399,9 @@ def dataset(
     size: Annotated[int, typer.Option("--size", help="Crop side in px (the model's size).")] = 128,
     val_fraction: Annotated[float, typer.Option("--val-fraction", help="Share of people held out.")] = 0.1,
     work_dir: Annotated[Optional[Path], typer.Option("--work-dir", help="Folder of the resumable analysis log.")] = None,
+    min_gt_ratio: Annotated[float, typer.Option("--min-gt-ratio", help="A face is ground truth when its source square is at least this times the crop side.")] = 1.0,
+    min_ref_ratio: Annotated[float, typer.Option("--min-ref-ratio", help="The same ratio for exemplar candidates.")] = 0.75,
+    quality: Annotated[int, typer.Option("--quality", min=50, max=100, help="JPEG quality of the cached crops (90 keeps a GPU carry small).")] = 95,
 ) -> None:
     """Build a training cache: albumfix's own analysis, alignment and exemplar choice on your
     photos grouped by person. Resumable; validation people are held out whole."""
@@ -406,7 +409,8 @@ def dataset(
 
     from dataclasses import asdict
 
-    report = build_dataset(roots, out, size=size, val_fraction=val_fraction, work_dir=work_dir)
+    report = build_dataset(roots, out, size=size, val_fraction=val_fraction, min_gt_ratio=min_gt_ratio,
+                           min_ref_ratio=min_ref_ratio, quality=quality, work_dir=work_dir)
     for key, value in asdict(report).items():
         typer.echo(f"{key:<12} {value}")
 
@@ -439,6 +443,8 @@ def evaluate_command(
     seed: Annotated[int, typer.Option("--seed")] = 1234,
     identity: Annotated[bool, typer.Option("--identity/--no-identity", help="dlib identity distances.")] = True,
     device: Annotated[str, typer.Option("--device")] = "auto",
+    threads: Annotated[int, typer.Option("--threads", min=1, help="torch CPU threads.")] = 2,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Faces per model call.")] = 16,
     out: Annotated[Optional[Path], typer.Option("--out", help="Also write the JSON report here.")] = None,
     examples: Annotated[Optional[Path], typer.Option("--examples", help="PNG sheet: input | unguided | guided | exemplar | truth.")] = None,
     as_json: JsonOpt = False,
@@ -455,7 +461,8 @@ def evaluate_command(
     report = evaluate(EvalConfig(
         cache=str(cache), split=split, limit=limit, weights=str(weights or ""),
         checkpoint=str(checkpoint or ""), model=model, degradation=degradation, seed=seed,
-        identity=identity, device=device, out=str(out or ""), examples=str(examples or "")))
+        identity=identity, batch_size=batch_size, device=device, threads=threads, out=str(out or ""),
+        examples=str(examples or "")))
     typer.echo(report.to_json() if as_json else report.table())
 
 
