@@ -84,6 +84,17 @@ def test_asffnet512_parameter_counts(model512: ASFFNet) -> None:
     assert model512.config.size == 512 and model512.config.warp == "published"
 
 
+def test_a_residual_model_adds_its_decoder_output_to_the_input() -> None:
+    torch.manual_seed(0)
+    residual = ASFFNet(tiny_model_config("test-tiny-residual", residual=True)).eval()
+    plain = ASFFNet(tiny_model_config("test-tiny-plain")).eval()
+    plain.load_state_dict(residual.state_dict())  # same keys: the residual adds no parameter
+    lq, ref, lq_lm, ref_lm = _inputs(residual.config, batch=2)
+    with torch.inference_mode():
+        expected = (lq + plain(lq, ref, lq_lm, ref_lm)).clamp(-1.0, 1.0)
+        assert torch.allclose(residual(lq, ref, lq_lm, ref_lm), expected, atol=1e-6)
+
+
 def test_registry_lists_both_configurations_and_builds_the_light_one() -> None:
     assert {"asffnet512", "albumfix-s128"} <= set(list_configs())
     model = create_model("albumfix-s128", device="cpu")

@@ -17,7 +17,9 @@ from albumfix.restore import (
     save_weights,
 )
 from albumfix.restore import weights as weights_mod
-from albumfix.restore.weights import file_sha256, read_state_dict, user_models_dir
+from albumfix.restore.configs import get_config, register_config
+from albumfix.restore.weights import config_behaviour, file_sha256, read_state_dict, user_models_dir
+from conftest import tiny_model_config
 
 @pytest.fixture(autouse=True)
 def _isolated_folders(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -83,7 +85,8 @@ def test_save_and_load_light_model_in_float16(tmp_path: Path) -> None:
         else:
             assert torch.equal(loaded, value.half().float()), key
     meta = load_weights(create_model("albumfix-s128"), path)
-    assert meta == {"step": "1200", "format": "albumfix", "config": "albumfix-s128"}
+    assert meta == {"step": "1200", "format": "albumfix", "config": "albumfix-s128",
+                    "behaviour": config_behaviour(get_config("albumfix-s128"))}
     assert not list((tmp_path / "out").glob(".*tmp"))  # no temporary file left behind
 
 
@@ -172,3 +175,23 @@ def test_folded_models_cannot_be_saved_or_loaded(tmp_path: Path) -> None:
         load_weights(folded, path)
     ready = create_model("albumfix-s128", weights=path, fold=True)
     assert ready.is_folded and not ready.training
+
+
+def test_weights_of_another_behaviour_are_refused_though_the_shapes_fit(tmp_path: Path) -> None:
+    """residual, warp, mask radius and MLS epsilon change no tensor shape, so only the behaviour
+    record stops weights trained one way from restoring silently wrong under another."""
+    plain = tiny_model_config("test-behaviour")
+    register_config(plain, overwrite=True)
+    path = save_weights(create_model("test-behaviour"), tmp_path / "plain.safetensors")
+    assert create_model("test-behaviour", weights=path) is not None
+    register_config(tiny_model_config("test-behaviour", residual=True), overwrite=True)
+    with pytest.raises(WeightsError, match='"residual": false'):
+        create_model("test-behaviour", weights=path)
+    with pytest.raises(WeightsError, match="retrain"):
+        import_weights(path)
+    state, meta = read_state_dict(path)
+    del meta["behaviour"]  # a file written before the record existed
+    weights_mod._write_safetensors(state, path, meta)
+    with pytest.raises(WeightsError, match="older, unrecorded"):
+        create_model("test-behaviour", weights=path)
+    register_config(plain, overwrite=True)

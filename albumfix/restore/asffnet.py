@@ -289,7 +289,8 @@ class ASFFNet(nn.Module):
     """Reference-guided face restorer.
 
     forward(lq, ref, lq_landmarks, ref_landmarks): lq, ref (B, 3, S, S) float in [-1, 1];
-    landmarks (B, 68, 2) float (x, y) crop px (iBUG order). Returns (B, 3, S, S) in [-1, 1].
+    landmarks (B, 68, 2) float (x, y) crop px (iBUG order). Returns (B, 3, S, S) in [-1, 1]:
+    the decoder's output, or with `config.residual` lq + decoder output, clamped.
     """
 
     def __init__(self, config: ASFFNetConfig) -> None:
@@ -359,4 +360,7 @@ class ASFFNet(nn.Module):
         x = lq_feat
         for layer in self.sff_branch:
             x = layer(x, guidance, mask_feat)
-        return self.UpModel(self.MSDilate(x) + lq_feat)
+        out = self.UpModel(self.MSDilate(x) + lq_feat)
+        if self.config.residual:
+            out = (lq + out).clamp(-1.0, 1.0)
+        return out

@@ -26,6 +26,8 @@ class ASFFNetConfig:
     warp: "published" (the authors' MLS + grid_sample conventions, needed by their weights) or
     "exact" (albumfix's corrected conventions; see albumfix.restore.mls).
     mls_eps: epsilon in the MLS weights 1 / (d^2 + eps), d in feature-grid px.
+    residual: the decoder's tanh output is a correction added to the LQ input (clamped to
+    [-1, 1]); the authors' layout predicts the image itself.
     """
 
     name: str
@@ -39,6 +41,7 @@ class ASFFNetConfig:
     mask_radius: int = 3
     warp: str = "published"
     mls_eps: float = 1e-8
+    residual: bool = False
     description: str = ""
 
     def __post_init__(self) -> None:
@@ -101,6 +104,7 @@ ALBUMFIX_S128 = register_config(
         mask_radius=1,
         warp="exact",
         mls_eps=1e-8,
+        residual=True,
         description="albumfix's shipped light model: 128-px crops, reduced widths, CPU-friendly.",
     )
 )

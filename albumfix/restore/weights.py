@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import os
 import pickle
 import re
@@ -208,6 +209,26 @@ def _load_state(model: nn.Module, state: dict[str, torch.Tensor], label: str) ->
     model.load_state_dict(state, strict=True)
 
 
+BEHAVIOUR_FIELDS = ("warp", "mls_eps", "mask_radius", "residual")
+
+
+def config_behaviour(config: ASFFNetConfig) -> str:
+    """JSON of the configuration fields that change what the model computes without changing a
+    tensor shape: weights trained under other values would load cleanly and restore wrongly."""
+    return json.dumps({name: getattr(config, name) for name in BEHAVIOUR_FIELDS}, sort_keys=True)
+
+
+def _check_behaviour(metadata: dict[str, str], config: ASFFNetConfig, label: str) -> None:
+    """Refuse an albumfix file whose recorded behaviour differs from `config`'s (files written
+    before the record existed have none, and are refused the same way)."""
+    if metadata.get("format") != FORMAT_TAG:
+        return  # foreign files (the authors' .pth) carry no record
+    stored, current = metadata.get("behaviour"), config_behaviour(config)
+    if stored != current:
+        raise WeightsError(f"{label} was trained for {config.name!r} computing {stored or 'an older, unrecorded variant'}, "
+                           f"but {config.name!r} now computes {current}: retrain or use matching weights")
+
+
 def load_weights(model: nn.Module, path: str | Path) -> dict[str, str]:
     """Load a weights file strictly into `model` (dtype converted); returns the file's metadata."""
     path = Path(path)
@@ -216,6 +237,8 @@ def load_weights(model: nn.Module, path: str | Path) -> dict[str, str]:
     stored = metadata.get("config")
     if stored and config is not None and stored != config.name:
         raise WeightsError(f"{path.name} holds weights of {stored!r}, not {config.name!r}")
+    if config is not None:
+        _check_behaviour(metadata, config, path.name)
     _load_state(model, state, path.name)
     return metadata
 
@@ -239,7 +262,8 @@ def save_weights(
     """Save `model` (unfolded) as safetensors; parameters cast to `dtype`, buffers unchanged.
 
     The spectral-norm vectors u, v are buffers and stay float32 so sigma keeps full precision.
-    metadata (str -> str) is stored with "format" = "albumfix" and "config" = model.config.name.
+    metadata (str -> str) is stored with "format" = "albumfix", "config" = model.config.name and
+    "behaviour" = config_behaviour(model.config).
     """
     path = Path(path)
     if model.is_folded:
@@ -250,7 +274,7 @@ def save_weights(
         for k, v in model.state_dict().items()
     }
     meta = {str(k): str(v) for k, v in (metadata or {}).items()}
-    meta.update(format=FORMAT_TAG, config=model.config.name)
+    meta.update(format=FORMAT_TAG, config=model.config.name, behaviour=config_behaviour(model.config))
     _write_safetensors(state, path, meta)
     return path
 
@@ -287,15 +311,19 @@ def import_weights(path: str | Path) -> WeightsInfo:
     The configuration is inferred from the keys and shapes (the authors' ASFFNet512.pth gives
     "asffnet512"); the tensors are loaded strictly into that configuration, then written
     unchanged (same dtypes) to ``<user models>/<config>.safetensors``, replacing an earlier
-    import. The source file's name and sha256 are kept in the metadata.
+    import. The source file's name and sha256 are kept in the metadata. A file without a
+    behaviour record (a .pth) is taken to match the configuration's current behaviour.
     """
     path = Path(path)
     state, metadata = read_state_dict(path)
     name = infer_config(state, metadata)
-    _load_state(ASFFNet(get_config(name)), state, path.name)
+    config = get_config(name)
+    _check_behaviour(metadata, config, path.name)
+    _load_state(ASFFNet(config), state, path.name)
     meta = dict(metadata)
     meta.update(
-        format=FORMAT_TAG, config=name, source_file=path.name, source_sha256=file_sha256(path)
+        format=FORMAT_TAG, config=name, behaviour=config_behaviour(config), source_file=path.name,
+        source_sha256=file_sha256(path)
     )
     dest = user_models_dir() / f"{name}{SUFFIX}"
     _write_safetensors(state, dest, meta)

@@ -346,9 +346,11 @@ def _train_step(state: _State, batch, config: TrainConfig, device: torch.device)
     state.optimizer.zero_grad(set_to_none=True)
     loss.total.backward()
     grad_norm = float(nn.utils.clip_grad_norm_(state.model.parameters(), config.grad_clip or float("inf")))
-    state.optimizer.step()
+    skipped = not math.isfinite(grad_norm)
+    if not skipped:  # a non-finite loss or gradient would poison the weights and the EMA for good
+        state.optimizer.step()
     state.scheduler.step()
-    terms = dict(loss.terms, total=float(loss.total.detach()), grad_norm=grad_norm)
+    terms = dict(loss.terms, total=float(loss.total.detach()), grad_norm=grad_norm, skipped=float(skipped))
     if state.disc is not None:
         with _autocast(device, config.precision):
             d_loss = discriminator_hinge_loss(state.disc(batch.target).float(), state.disc(pred.detach()).float())
