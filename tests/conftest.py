@@ -13,13 +13,14 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
-def tiny_model_config(name: str, residual: bool = False):
+def tiny_model_config(name: str, residual: bool = False, tone_head: bool = False):
     """A tiny ASFFNet configuration (S = 32) for fast model and engine tests."""
     from albumfix.restore.configs import ASFFNetConfig
 
     return ASFFNetConfig(name=name, size=32, extractor_widths=(8, 8, 16), feature_channels=16,
                          mask_widths=(4, 4, 8), decoder_channels=8, asff_blocks=1,
-                         extractor_res_blocks=1, mask_radius=1, warp="exact", residual=residual)
+                         extractor_res_blocks=1, mask_radius=1, warp="exact", residual=residual,
+                         tone_head=tone_head)
 SAMPLE_ALBUM = REPO / "sample_album"
 
 

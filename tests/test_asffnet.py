@@ -95,6 +95,29 @@ def test_a_residual_model_adds_its_decoder_output_to_the_input() -> None:
         assert torch.allclose(residual(lq, ref, lq_lm, ref_lm), expected, atol=1e-6)
 
 
+def test_the_tone_head_starts_as_the_identity_and_corrects_fading_once_fitted() -> None:
+    torch.manual_seed(0)
+    toned = ASFFNet(tiny_model_config("test-tiny-tone", residual=True, tone_head=True))
+    residual = ASFFNet(tiny_model_config("test-tiny-residual", residual=True)).eval()
+    residual.load_state_dict({k: v for k, v in toned.state_dict().items() if not k.startswith("tone.")})
+    lq, ref, lq_lm, ref_lm = _inputs(toned.config, batch=2)
+    with torch.inference_mode():
+        assert torch.allclose(toned.eval()(lq, ref, lq_lm, ref_lm), residual(lq, ref, lq_lm, ref_lm), atol=1e-6)
+    # fit the head alone to undo a fade (contrast 0.6, blacks lifted) of random crops
+    clean = torch.rand(8, 3, 32, 32) * 2 - 1
+    faded = clean * 0.6 + 0.3
+    features = torch.randn(8, toned.config.feature_channels, 8, 8)
+    optimizer = torch.optim.Adam(toned.tone.parameters(), lr=1e-2)
+    for _ in range(300):
+        optimizer.zero_grad()
+        loss = (toned.tone(faded, features) - clean).abs().mean()
+        loss.backward()
+        optimizer.step()
+    assert loss.item() < 0.1 * (faded - clean).abs().mean().item()
+    with pytest.raises(ValueError, match="residual"):
+        ASFFNetConfig(name="bad", size=32, tone_head=True)
+
+
 def test_registry_lists_both_configurations_and_builds_the_light_one() -> None:
     assert {"asffnet512", "albumfix-s128"} <= set(list_configs())
     model = create_model("albumfix-s128", device="cpu")

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 
 import cv2
 import numpy as np
 import pytest
 import torch
 
-from albumfix.restore import ASFFNetConfig, create_model, register_config
+from albumfix.restore import ASFFNetConfig, WeightsError, create_model, register_config
 from albumfix.train.dataset import (
     MIRROR_68,
     AugmentConfig,
@@ -37,7 +38,14 @@ from albumfix.train.losses import (
     restoration_loss,
     ssim,
 )
-from albumfix.train.trainer import TrainConfig, apply_overrides, load_train_config, lr_factor, train
+from albumfix.train.trainer import (
+    TrainConfig,
+    apply_overrides,
+    load_initial_weights,
+    load_train_config,
+    lr_factor,
+    train,
+)
 
 TINY = register_config(ASFFNetConfig(
     name="test-tiny32", size=32, extractor_widths=(8, 8, 16), feature_channels=8, mask_widths=(4, 4, 4),
@@ -264,3 +272,23 @@ def test_config_from_toml_with_overrides(tmp_path):
     json_path = tmp_path / "train.json"
     json_path.write_text(json.dumps({"steps": 7, "loss": {"pixel": 2.0}}))
     assert load_train_config(json_path).loss.pixel == 2.0
+
+
+def test_fine_tuning_starts_from_weights_and_keeps_a_new_head_fresh(tmp_path):
+    make_cache(tmp_path / "c.npz")
+    residual = register_config(replace(TINY, name="test-train-residual", residual=True), overwrite=True)
+    toned = register_config(replace(residual, name="test-train-tone", tone_head=True), overwrite=True)
+    source = train(tiny_config(tmp_path, "source", model=residual.name, steps=4))
+    model = create_model(toned.name)
+    fresh_head = {k: v.clone() for k, v in model.state_dict().items() if k.startswith("tone.")}
+    missing = load_initial_weights(model, source.checkpoint)
+    assert missing == sorted(fresh_head)
+    ema = torch.load(source.checkpoint, weights_only=True)["ema"]
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in ema.items())
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in fresh_head.items())
+    tuned = train(tiny_config(tmp_path, "tuned", model=toned.name, steps=3, init_weights=str(source.weights)))
+    assert tuned.finished and tuned.start_step == 0
+    with pytest.raises(WeightsError, match="unknown keys"):
+        load_initial_weights(create_model(residual.name), tuned.weights)
+    with pytest.raises(WeightsError, match="retrain"):  # trained as a residual model, TINY is not
+        load_initial_weights(create_model(TINY.name), source.weights)

@@ -10,6 +10,7 @@ Data flow (S = config.size, F = config.feature_channels, features at S/4):
   landmark mask of the LQ face -> Mask_CModel -> m
   x = f_d; x = ASFF block(x, g, m) (asff_blocks times); x = SFF(x, g, m)
   out = UpModel(MSDilate(x) + f_d)   (B, 3, S, S) tanh
+  residual configurations: out = clamp(tone(lq) + out), tone = identity or GlobalTone
 """
 from __future__ import annotations
 
@@ -268,6 +269,35 @@ class UpDilRes(nn.Module):
         return x + self.Model1(x)
 
 
+TONE_QUANTILES = (0.02, 0.5, 0.98)
+
+
+class GlobalTone(nn.Module):
+    """Per-image, per-channel affine tone correction of the LQ crop (faded prints).
+
+    forward(lq, features): lq (B, 3, S, S) in [-1, 1], features (B, F, h, w) -> lq * (1 + gain)
+    + offset, gain and offset (B, 3) from an MLP over the crop's per-channel mean, std and
+    TONE_QUANTILES and the features' channel means and stds. The last layer starts at zero, so an
+    untrained head is the identity.
+    """
+
+    def __init__(self, channels: int, hidden: int = 64) -> None:
+        super().__init__()
+        inputs = 2 * channels + 3 * (2 + len(TONE_QUANTILES))
+        self.mlp = nn.Sequential(nn.Linear(inputs, hidden), leaky_relu(), nn.Linear(hidden, 6))
+        nn.init.zeros_(self.mlp[-1].weight)
+        nn.init.zeros_(self.mlp[-1].bias)
+
+    def forward(self, lq: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+        with autocast_off(lq.device):
+            pixels = lq.float().flatten(2)  # (B, 3, S*S)
+            levels = torch.quantile(pixels, torch.tensor(TONE_QUANTILES, device=lq.device), dim=2)
+            stats = torch.cat([pixels.mean(2), pixels.std(2), levels.permute(1, 0, 2).flatten(1),
+                               features.float().mean((2, 3)), features.float().std((2, 3))], 1)
+            gain, offset = self.mlp(stats).chunk(2, dim=1)
+            return (lq.float() * (1 + gain[..., None, None]) + offset[..., None, None]).to(lq.dtype)
+
+
 def decoder(channels: int, mid: int) -> nn.Sequential:
     """UpModel: (B, F, S/4, S/4) -> (B, 3, S, S) tanh."""
     return nn.Sequential(
@@ -290,7 +320,8 @@ class ASFFNet(nn.Module):
 
     forward(lq, ref, lq_landmarks, ref_landmarks): lq, ref (B, 3, S, S) float in [-1, 1];
     landmarks (B, 68, 2) float (x, y) crop px (iBUG order). Returns (B, 3, S, S) in [-1, 1]:
-    the decoder's output, or with `config.residual` lq + decoder output, clamped.
+    the decoder's output, or with `config.residual` lq (tone-corrected with `config.tone_head`)
+    + decoder output, clamped.
     """
 
     def __init__(self, config: ASFFNetConfig) -> None:
@@ -308,6 +339,8 @@ class ASFFNet(nn.Module):
         self.Ref_Model = FeatureExtractor(widths, ch, depth)
         self.Mask_CModel = MaskEncoder(config.mask_widths, ch)
         self.Component_CModel = ComponentConditioner(ch)
+        if config.tone_head:
+            self.tone = GlobalTone(ch)
 
     @property
     def is_folded(self) -> bool:
@@ -362,5 +395,6 @@ class ASFFNet(nn.Module):
             x = layer(x, guidance, mask_feat)
         out = self.UpModel(self.MSDilate(x) + lq_feat)
         if self.config.residual:
-            out = (lq + out).clamp(-1.0, 1.0)
+            base = self.tone(lq, lq_feat) if self.config.tone_head else lq
+            out = (base + out).clamp(-1.0, 1.0)
         return out

@@ -28,6 +28,10 @@ class ASFFNetConfig:
     mls_eps: epsilon in the MLS weights 1 / (d^2 + eps), d in feature-grid px.
     residual: the decoder's tanh output is a correction added to the LQ input (clamped to
     [-1, 1]); the authors' layout predicts the image itself.
+    tone_head: (needs residual) a global head corrects the LQ input's tone per image and channel
+    (gain and offset from image statistics and pooled LQ features) before the correction is added:
+    fading lowers contrast and lifts blacks over the whole print, which local convolutions
+    estimate poorly.
     """
 
     name: str
@@ -42,6 +46,7 @@ class ASFFNetConfig:
     warp: str = "published"
     mls_eps: float = 1e-8
     residual: bool = False
+    tone_head: bool = False
     description: str = ""
 
     def __post_init__(self) -> None:
@@ -53,6 +58,8 @@ class ASFFNetConfig:
             raise ValueError(f"config {self.name!r}: warp must be one of {WARP_CONVENTIONS}")
         if self.asff_blocks < 0 or self.extractor_res_blocks < 0 or self.mask_radius < 0:
             raise ValueError(f"config {self.name!r}: depths and mask_radius must be >= 0")
+        if self.tone_head and not self.residual:
+            raise ValueError(f"config {self.name!r}: tone_head corrects the residual path; set residual")
 
 
 _REGISTRY: dict[str, ASFFNetConfig] = {}
@@ -105,6 +112,7 @@ ALBUMFIX_S128 = register_config(
         warp="exact",
         mls_eps=1e-8,
         residual=True,
+        tone_head=True,
         description="albumfix's shipped light model: 128-px crops, reduced widths, CPU-friendly.",
     )
 )

@@ -218,7 +218,7 @@ def config_behaviour(config: ASFFNetConfig) -> str:
     return json.dumps({name: getattr(config, name) for name in BEHAVIOUR_FIELDS}, sort_keys=True)
 
 
-def _check_behaviour(metadata: dict[str, str], config: ASFFNetConfig, label: str) -> None:
+def check_behaviour(metadata: dict[str, str], config: ASFFNetConfig, label: str) -> None:
     """Refuse an albumfix file whose recorded behaviour differs from `config`'s (files written
     before the record existed have none, and are refused the same way)."""
     if metadata.get("format") != FORMAT_TAG:
@@ -238,7 +238,7 @@ def load_weights(model: nn.Module, path: str | Path) -> dict[str, str]:
     if stored and config is not None and stored != config.name:
         raise WeightsError(f"{path.name} holds weights of {stored!r}, not {config.name!r}")
     if config is not None:
-        _check_behaviour(metadata, config, path.name)
+        check_behaviour(metadata, config, path.name)
     _load_state(model, state, path.name)
     return metadata
 
@@ -318,7 +318,7 @@ def import_weights(path: str | Path) -> WeightsInfo:
     state, metadata = read_state_dict(path)
     name = infer_config(state, metadata)
     config = get_config(name)
-    _check_behaviour(metadata, config, path.name)
+    check_behaviour(metadata, config, path.name)
     _load_state(ASFFNet(config), state, path.name)
     meta = dict(metadata)
     meta.update(

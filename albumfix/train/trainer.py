@@ -59,6 +59,9 @@ class TrainConfig:
     log_every: steps between log lines; val_every: steps between validations of the EMA model on
     `val_count` held-out pairs (0: only at the end); export: fp16 safetensors path for the EMA
     weights at the end ("" : `<out_dir>/<model>.safetensors`).
+    init_weights: start a new run from these weights (fine-tuning): a .safetensors / .pth file or
+    a training checkpoint (its EMA). Tensors the model has and the file lacks (a head added
+    since) keep their fresh initialisation; any other mismatch is an error. Not used on resume.
     """
 
     cache: str = "cache/train-s128.npz"
@@ -90,6 +93,7 @@ class TrainConfig:
     val_every: int = 0
     val_count: int = 32
     export: str = ""
+    init_weights: str = ""
 
 
 @dataclass
@@ -230,11 +234,35 @@ class _State:
     wall_seconds: float = 0.0
 
 
+def load_initial_weights(model: nn.Module, path: str | Path) -> list[str]:
+    """Copy the tensors of a weights file or checkpoint (EMA) into `model` for fine-tuning.
+    Returns the model keys the file lacks (left as initialised); raises when the file
+    has keys the model lacks or shapes differ (WeightsError)."""
+    from albumfix.restore.weights import WeightsError, check_behaviour, read_state_dict
+
+    path = Path(path)
+    if path.suffix == ".pt":
+        state = torch.load(path, map_location="cpu", weights_only=True)["ema"]
+    else:
+        state, metadata = read_state_dict(path)
+        check_behaviour(metadata, model.config, path.name)
+    own = model.state_dict()
+    unknown = sorted(k for k in state if k not in own)
+    reshaped = sorted(k for k in state if k in own and own[k].shape != state[k].shape)
+    if unknown or reshaped:
+        raise WeightsError(f"{path.name} does not fit {model.config.name!r}: unknown keys {unknown[:3]}, "
+                           f"other shapes {reshaped[:3]}")
+    model.load_state_dict(state, strict=False)
+    return sorted(k for k in own if k not in state)
+
+
 def _build_state(config: TrainConfig, device: torch.device) -> _State:
     from albumfix.restore import create_model
 
     torch.manual_seed(config.seed)
     model = create_model(config.model, device=device)
+    if config.init_weights:
+        load_initial_weights(model, config.init_weights)
     model.train()
     ema = copy.deepcopy(model).eval()
     for p in ema.parameters():
