@@ -288,7 +288,7 @@ def test_fine_tuning_starts_from_weights_and_keeps_a_new_head_fresh(tmp_path):
     assert all(torch.equal(model.state_dict()[k], v) for k, v in fresh_head.items())
     tuned = train(tiny_config(tmp_path, "tuned", model=toned.name, steps=3, init_weights=str(source.weights)))
     assert tuned.finished and tuned.start_step == 0
-    with pytest.raises(WeightsError, match="unknown keys"):
+    with pytest.raises(WeightsError, match="unexpected keys"):
         load_initial_weights(create_model(residual.name), tuned.weights)
     with pytest.raises(WeightsError, match="retrain"):  # trained as a residual model, TINY is not
         load_initial_weights(create_model(TINY.name), source.weights)

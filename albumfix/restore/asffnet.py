@@ -290,12 +290,13 @@ class GlobalTone(nn.Module):
 
     def forward(self, lq: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
         with autocast_off(lq.device):
-            pixels = lq.float().flatten(2)  # (B, 3, S*S)
+            image, features = lq.float(), features.float()
+            pixels = image.flatten(2)  # (B, 3, S*S)
             levels = torch.quantile(pixels, torch.tensor(TONE_QUANTILES, device=lq.device), dim=2)
             stats = torch.cat([pixels.mean(2), pixels.std(2), levels.permute(1, 0, 2).flatten(1),
-                               features.float().mean((2, 3)), features.float().std((2, 3))], 1)
+                               features.mean((2, 3)), features.std((2, 3))], 1)
             gain, offset = self.mlp(stats).chunk(2, dim=1)
-            return (lq.float() * (1 + gain[..., None, None]) + offset[..., None, None]).to(lq.dtype)
+            return (image * (1 + gain[..., None, None]) + offset[..., None, None]).to(lq.dtype)
 
 
 def decoder(channels: int, mid: int) -> nn.Sequential:

@@ -193,11 +193,17 @@ def infer_config(state: dict[str, torch.Tensor], metadata: dict[str, str] | None
     raise WeightsError(f"weights match no known configuration (closest {name!r}: {diff})")
 
 
-def _load_state(model: nn.Module, state: dict[str, torch.Tensor], label: str) -> None:
-    """Strict, validated copy of `state` into `model` (WeightsError on any mismatch)."""
+def load_state(
+    model: nn.Module, state: dict[str, torch.Tensor], label: str, allow_missing: bool = False
+) -> list[str]:
+    """Validated copy of `state` into `model` (WeightsError on any mismatch or non-finite tensor).
+    allow_missing (fine-tuning): model keys that `state` lacks, such as a head added since, keep
+    their values instead of being an error. Returns those keys, sorted ([] when strict)."""
     if getattr(model, "is_folded", False):
         raise WeightsError(f"{label}: the model is folded; load weights before fold_spectral_norm")
-    diff = _mismatch(_shapes(model.state_dict()), _shapes(state))
+    expected, found = _shapes(model.state_dict()), _shapes(state)
+    missing = sorted(expected.keys() - found.keys()) if allow_missing else []
+    diff = _mismatch({k: v for k, v in expected.items() if k not in missing}, found)
     if diff:
         name = getattr(getattr(model, "config", None), "name", type(model).__name__)
         raise WeightsError(f"{label} does not fit configuration {name!r}: {diff}")
@@ -206,7 +212,8 @@ def _load_state(model: nn.Module, state: dict[str, torch.Tensor], label: str) ->
     )
     if bad is not None:
         raise WeightsError(f"{label}: tensor {bad} holds NaN or infinite values")
-    model.load_state_dict(state, strict=True)
+    model.load_state_dict(state, strict=not missing)
+    return missing
 
 
 BEHAVIOUR_FIELDS = ("warp", "mls_eps", "mask_radius", "residual")
@@ -239,7 +246,7 @@ def load_weights(model: nn.Module, path: str | Path) -> dict[str, str]:
         raise WeightsError(f"{path.name} holds weights of {stored!r}, not {config.name!r}")
     if config is not None:
         check_behaviour(metadata, config, path.name)
-    _load_state(model, state, path.name)
+    load_state(model, state, path.name)
     return metadata
 
 
@@ -319,7 +326,7 @@ def import_weights(path: str | Path) -> WeightsInfo:
     name = infer_config(state, metadata)
     config = get_config(name)
     check_behaviour(metadata, config, path.name)
-    _load_state(ASFFNet(config), state, path.name)
+    load_state(ASFFNet(config), state, path.name)
     meta = dict(metadata)
     meta.update(
         format=FORMAT_TAG, config=name, behaviour=config_behaviour(config), source_file=path.name,

@@ -236,9 +236,9 @@ class _State:
 
 def load_initial_weights(model: nn.Module, path: str | Path) -> list[str]:
     """Copy the tensors of a weights file or checkpoint (EMA) into `model` for fine-tuning.
-    Returns the model keys the file lacks (left as initialised); raises when the file
-    has keys the model lacks or shapes differ (WeightsError)."""
-    from albumfix.restore.weights import WeightsError, check_behaviour, read_state_dict
+    Returns the model keys the file lacks (left as initialised); raises WeightsError when the
+    file has keys the model lacks, other shapes, non-finite values or another behaviour."""
+    from albumfix.restore.weights import check_behaviour, load_state, read_state_dict
 
     path = Path(path)
     if path.suffix == ".pt":
@@ -246,14 +246,7 @@ def load_initial_weights(model: nn.Module, path: str | Path) -> list[str]:
     else:
         state, metadata = read_state_dict(path)
         check_behaviour(metadata, model.config, path.name)
-    own = model.state_dict()
-    unknown = sorted(k for k in state if k not in own)
-    reshaped = sorted(k for k in state if k in own and own[k].shape != state[k].shape)
-    if unknown or reshaped:
-        raise WeightsError(f"{path.name} does not fit {model.config.name!r}: unknown keys {unknown[:3]}, "
-                           f"other shapes {reshaped[:3]}")
-    model.load_state_dict(state, strict=False)
-    return sorted(k for k in own if k not in state)
+    return load_state(model, state, path.name, allow_missing=True)
 
 
 def _build_state(config: TrainConfig, device: torch.device) -> _State:
