@@ -11,7 +11,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 from albumfix.faces.analyzer import BackendUnavailable
 from albumfix.faces.backends import create_analyzer
-from albumfix.faces.backends.fan_backend import FAN_FILE, FanCrop, decode_heatmaps, mirror_permutation
+from albumfix.faces.backends.fan_backend import FAN_FILE, FanCrop, decode_heatmaps
+from albumfix.faces.landmarks import mirror_landmarks
 from albumfix.faces.backends.insightface_backend import similarity_matrix
 
 ASTRONAUT_FACE = (175.0, 76.0, 265.0, 166.0)  # where a person sees the face in skimage's astronaut
@@ -51,7 +52,7 @@ def test_dlib_finds_the_astronaut_with_landmarks_and_unit_embedding(dlib_analyze
 def test_dlib_mirrored_photo_gives_mirrored_landmarks_and_same_identity(dlib_analyzer, astronaut):
     face = max(dlib_analyzer.analyse(astronaut), key=lambda f: f.score)
     mirrored = max(dlib_analyzer.analyse(astronaut[:, ::-1]), key=lambda f: f.score)
-    expected = face.landmarks[mirror_permutation()] * [-1, 1] + [astronaut.shape[1] - 1, 0]
+    expected = mirror_landmarks(face.landmarks, astronaut.shape[1])
     assert np.abs(mirrored.landmarks - expected).mean() < 3.0
     assert np.linalg.norm(face.embedding - mirrored.embedding) < 0.3  # same person: well under 0.41
 

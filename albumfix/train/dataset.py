@@ -39,22 +39,11 @@ import numpy as np
 
 from albumfix.atomic import atomic_write_bytes
 from albumfix.faces.analyzer import DetectedFace, FaceAnalyzer
+from albumfix.faces.landmarks import mirror_landmarks
 from albumfix.train.degrade import DegradationConfig, apply_degradation, apply_tone, get_preset, sample_degradation
 
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png")
 CACHE_VERSION = 1
-
-# Index of each of the 68 iBUG points after a horizontal mirror (left and right parts swap).
-MIRROR_68 = np.array(
-    list(range(16, -1, -1))                      # jaw
-    + list(range(26, 16, -1))                    # brows
-    + [27, 28, 29, 30] + [35, 34, 33, 32, 31]    # nose
-    + [45, 44, 43, 42, 47, 46, 39, 38, 37, 36, 41, 40]  # eyes
-    + [54, 53, 52, 51, 50, 49, 48, 59, 58, 57, 56, 55]  # outer lip
-    + [64, 63, 62, 61, 60, 67, 66, 65],          # inner lip
-    dtype=np.int64,
-)
-
 
 @dataclass(frozen=True)
 class SourcePhoto:
@@ -411,9 +400,7 @@ class TrainingSample:
 
 def _mirror(image: np.ndarray, landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Horizontal mirror of an (S, S, 3) crop and its (68, 2) landmarks (integer pixel centres)."""
-    flipped = landmarks[MIRROR_68].copy()
-    flipped[:, 0] = image.shape[1] - 1 - flipped[:, 0]
-    return np.ascontiguousarray(image[:, ::-1]), flipped
+    return np.ascontiguousarray(image[:, ::-1]), mirror_landmarks(landmarks, image.shape[1])
 
 
 def make_sample(cache: TrainingCache, index: int, rng: np.random.Generator, augment: AugmentConfig,

@@ -27,6 +27,7 @@ import numpy as np
 
 from albumfix.faces.analyzer import BackendUnavailable
 from albumfix.faces.backends import FaceBox, torch_hub_checkpoints
+from albumfix.faces.landmarks import MIRROR_68
 
 FAN_FILE = "2DFAN4-11f355bf06.pth.tar"
 CROP = 256
@@ -34,21 +35,6 @@ HEATMAP = 64
 CENTRE_SHIFT = 0.12
 REFERENCE_SCALE = {"scrfd": 165.0, "dlib_hog": 130.0, "dlib_cnn": 130.0}
 DEFAULT_REFERENCE_SCALE = 195.0  # face_alignment's own (S3FD boxes)
-
-
-def mirror_permutation() -> np.ndarray:
-    """(68,) int: index of each iBUG point's left-right counterpart."""
-    pairs = [(i, 16 - i) for i in range(17)]  # jaw
-    pairs += [(17 + i, 26 - i) for i in range(10)]  # brows
-    pairs += [(i, i) for i in range(27, 31)]  # nose bridge
-    pairs += [(31 + i, 35 - i) for i in range(5)]  # nostrils
-    pairs += [(36, 45), (37, 44), (38, 43), (39, 42), (40, 47), (41, 46)]  # eyes
-    pairs += [(48 + i, 54 - i) for i in range(7)] + [(55 + i, 59 - i) for i in range(5)]  # outer lips
-    pairs += [(60 + i, 64 - i) for i in range(5)] + [(65 + i, 67 - i) for i in range(3)]  # inner lips
-    perm = np.arange(68)
-    for a, b in pairs:
-        perm[a], perm[b] = b, a
-    return perm
 
 
 def find_checkpoint(models_dir: str | None = None) -> Path:
@@ -124,7 +110,7 @@ class FanLandmarker:
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.network = _load_network(str(checkpoint), checkpoint.stat().st_mtime_ns, self.device)
         self.flip = flip
-        self.mirror = mirror_permutation()
+        self.mirror = MIRROR_68
 
     @staticmethod
     def load(models_dir: str | None = None, device: str | None = None) -> "FanLandmarker":
