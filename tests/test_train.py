@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 import torch
 
+from albumfix.faces.landmarks import MIRROR_68, mirror_landmarks
 from albumfix.restore import ASFFNetConfig, WeightsError, create_model, register_config
 from albumfix.train.dataset import (
-    MIRROR_68,
     AugmentConfig,
     PairStream,
     TrainingCache,
@@ -33,6 +33,7 @@ from albumfix.train.losses import (
     LossWeights,
     PatchDiscriminator,
     charbonnier_loss,
+    psnr_loss,
     fft_loss,
     ms_ssim,
     restoration_loss,
@@ -140,6 +141,17 @@ def test_losses_vanish_on_identical_images_and_grow_with_error():
     assert float(fft_loss(x, y)) > 0.01
 
 
+def test_psnr_loss_is_minus_the_mean_eval_psnr():
+    rng = np.random.default_rng(1)
+    images = rng.integers(0, 256, (3, 24, 24, 3)).astype(np.float32)
+    noisy = np.clip(images + rng.normal(0, [[[[5.0]]], [[[20.0]]], [[[60.0]]]], images.shape), 0, 255)
+    to_tensor = lambda a: torch.from_numpy(a).permute(0, 3, 1, 2) / 127.5 - 1  # noqa: E731
+    expected = np.mean([psnr(a, b) for a, b in zip(noisy, images)])
+    assert float(psnr_loss(to_tensor(noisy), to_tensor(images))) == pytest.approx(-expected, abs=1e-3)
+    value = restoration_loss(to_tensor(noisy), to_tensor(images), LossWeights(pixel=0, ssim=0, fft=0, psnr=0.01))
+    assert set(value.terms) == {"psnr"} and value.terms["psnr"] == pytest.approx(-0.01 * expected, abs=1e-4)
+
+
 def test_restoration_loss_terms_and_discriminator():
     x = torch.rand(2, 3, 32, 32) * 2 - 1
     disc = PatchDiscriminator(width=8)
@@ -176,9 +188,12 @@ def test_mirror_permutation_is_an_involution_swapping_sides():
     assert sorted(MIRROR_68.tolist()) == list(range(68))
     assert np.array_equal(MIRROR_68[MIRROR_68], np.arange(68))
     lm = template_landmarks(64)
-    mirrored = lm[MIRROR_68].copy()
-    mirrored[:, 0] = 63 - mirrored[:, 0]
-    assert np.abs(mirrored - lm).max() < 0.6  # the template is left-right symmetric
+    assert np.abs(mirror_landmarks(lm, 64) - lm).max() < 0.6  # the template is left-right symmetric
+    batch = np.stack([lm, lm + [3.0, 1.0]]).astype(np.float32)
+    as_tensor = mirror_landmarks(torch.from_numpy(batch), 64)
+    assert isinstance(as_tensor, torch.Tensor) and np.allclose(as_tensor.numpy(), mirror_landmarks(batch, 64))
+    assert np.allclose(mirror_landmarks(mirror_landmarks(batch, 64), 64), batch)
+    assert mirror_landmarks(batch, 64)[1, 36, 0] == pytest.approx(63 - batch[1, 45, 0])  # eye corners swap
 
 
 def test_person_split_is_deterministic_and_near_fraction():

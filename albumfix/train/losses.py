@@ -16,6 +16,16 @@ def charbonnier_loss(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-3
     return torch.sqrt((pred - target).pow(2) + eps * eps).mean()
 
 
+def psnr_loss(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """Negative mean per-image PSNR in dB of (B, C, H, W) images in [-1, 1] (peak 1 on [0, 1]).
+
+    Minimising it maximises exactly the mean PSNR that `albumfix eval` reports: unlike a plain
+    MSE, each image's log weighs its error relative to its own, so clean faces are not ignored
+    next to badly degraded ones. Returns a scalar tensor."""
+    mse = ((pred.float() - target.float()) / 2).pow(2).flatten(1).mean(1)
+    return (10.0 * torch.log10(mse + eps)).mean()
+
+
 def _gaussian_window(size: int, sigma: float, channels: int, device, dtype) -> torch.Tensor:
     """Separable Gaussian as a (C, 1, size, size) depthwise kernel summing to 1 per channel."""
     x = torch.arange(size, device=device, dtype=dtype) - (size - 1) / 2.0
@@ -108,11 +118,14 @@ def generator_hinge_loss(fake_logits: torch.Tensor) -> torch.Tensor:
 class LossWeights:
     """Weights of the generator's loss terms (0 disables a term).
 
-    pixel: Charbonnier; ssim: 1 - MS-SSIM; fft: amplitude-spectrum L1; adversarial: hinge GAN
-    (needs a discriminator; off by default because CPU training is too short for a stable GAN).
+    pixel: Charbonnier; psnr: negative per-image PSNR in dB (for a last, metric-matched stage; a
+    weight near 0.01 puts it on the Charbonnier's scale); ssim: 1 - MS-SSIM; fft: amplitude-spectrum
+    L1; adversarial: hinge GAN (needs a discriminator; off by default because CPU training is too
+    short for a stable GAN).
     """
 
     pixel: float = 1.0
+    psnr: float = 0.0
     ssim: float = 0.2
     fft: float = 0.05
     adversarial: float = 0.0
@@ -133,6 +146,8 @@ def restoration_loss(pred: torch.Tensor, target: torch.Tensor, weights: LossWeig
     parts: dict[str, torch.Tensor] = {}
     if weights.pixel:
         parts["pixel"] = weights.pixel * charbonnier_loss(pred.float(), target.float())
+    if weights.psnr:
+        parts["psnr"] = weights.psnr * psnr_loss(pred, target)
     if weights.ssim:
         parts["ssim"] = weights.ssim * (1.0 - ms_ssim(pred, target, scales=ms_ssim_scales))
     if weights.fft:
