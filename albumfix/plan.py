@@ -16,13 +16,15 @@ log = logging.getLogger("albumfix")
 
 @dataclass
 class FacePlan:
-    """What happens to one face. action: restore | exemplar | skip."""
+    """What happens to one face. action: restore | exemplar | skip; confirmed: the person was set
+    by a manual edit (`albumfix people name/merge/split`), not by the embeddings."""
 
     row: FaceRow
     action: str
     reason: str
     exemplar_eligible: bool
     person: str | None = None
+    confirmed: bool = False
     exemplars: list = field(default_factory=list)  # [ExemplarChoice], best first
 
 
@@ -59,6 +61,7 @@ class Plan:
             "action": f.action,
             "reason": f.reason,
             "person": f.person,
+            "person_confirmed": f.confirmed,
             "exemplars": [{"face": c.face_id, "distance": round(float(c.distance), 5)}
                           for c in f.exemplars],
         } for f in self.by_photo(content_hash)]
@@ -122,13 +125,19 @@ def _group(ix: AlbumIndex, plans: dict[str, FacePlan]) -> None:
         labels.update(assign_new(people, new, space=space, overrides=overrides).labels)
     for fid, person in labels.items():
         plans[fid].person = person
+        plans[fid].confirmed = fid in overrides.pinned
     ix.replace_automatic_assignments(
         {fid: pid for fid, pid in labels.items() if pid is not None and not stored.get(fid, ("", False))[1]}
     )
 
 
 def _choose(plans: dict[str, FacePlan], k: int) -> None:
-    """Top-k exemplars per face to restore, from its own person's eligible faces."""
+    """Top-k exemplars per face to restore, from its own person's eligible faces.
+
+    The identity gate guards automatic grouping against someone else's face; a face whose person
+    the user confirmed skips it, because a badly degraded face's embedding is least reliable
+    exactly when guidance helps most (a faded, blurred print is often farther from its own
+    person's sharp photos than the gate allows)."""
     from albumfix.people.exemplars import ExemplarFace, choose_exemplars
 
     by_person: dict[str, list[FacePlan]] = {}
@@ -144,7 +153,10 @@ def _choose(plans: dict[str, FacePlan], k: int) -> None:
         if p.action != "restore":
             continue
         candidates = [as_exemplar(c) for c in by_person.get(p.person, [])] if p.person else []
-        p.exemplars = choose_exemplars(as_exemplar(p), candidates, k=k,
+        gate = float("inf") if p.confirmed else None
+        p.exemplars = choose_exemplars(as_exemplar(p), candidates, k=k, identity_gate=gate,
                                        space=p.row.embedder) if candidates else []
         if not p.exemplars:
-            p.reason = p.reason or "no eligible exemplar of this person: restored without guidance"
+            unguided = ("no eligible exemplar of this person: restored without guidance (if the album "
+                        "has sharp photos of them, `albumfix people merge` this face into that person)")
+            p.reason = f"{p.reason}; {unguided}" if p.reason else unguided

@@ -74,6 +74,28 @@ def test_people_commands_edit_and_persist(album_copy, analysed_index, tmp_path):
     assert unknown.returncode == 2 and "no person" in unknown.stderr
 
 
+def test_confirmed_person_guides_a_face_the_identity_gate_refused(album_copy, analysed_index, tmp_path):
+    out = seeded_output(analysed_index, tmp_path / "out")
+
+    def faces() -> dict[str, dict]:
+        scan = run_cli("scan", str(album_copy), "-o", str(out), "--json", "-q")
+        assert scan.returncode == 0, scan.stderr
+        return {p["path"]: f for p in json.loads(scan.stdout)["photos"] for f in p["faces"]}
+
+    before = faces()
+    old, sharp = before["1998/old print.jpg"], before["2009/podium.jpg"]
+    # the faded print's embedding is too far from its own sharp photos for the automatic gate
+    assert old["action"] == "restore" and old["exemplars"] == [] and not old["person_confirmed"]
+    assert old["person"] != sharp["person"] and "people merge" in old["reason"]
+    merged = run_cli("people", "merge", str(album_copy), sharp["person"], old["person"], "-o", str(out))
+    assert merged.returncode == 0, merged.stderr
+    after = faces()
+    old = after["1998/old print.jpg"]
+    assert old["person_confirmed"] and old["person"] == sharp["person"]
+    assert [e["face"] for e in old["exemplars"]][:1] in ([after["2009/podium.jpg"]["id"]],
+                                                          [after["2009/oval office.jpg"]["id"]])
+
+
 def test_models_and_doctor_json():
     models = run_cli("models", "list", "--json")
     assert models.returncode == 0, models.stderr

@@ -16,7 +16,7 @@ from albumfix.settings import Settings
 from conftest import run_cli, seeded_output
 
 PHOTO_KEYS = {"path", "status", "reason", "output", "faces"}
-FACE_KEYS = {"id", "box", "score", "quality", "action", "reason", "person", "exemplars"}
+FACE_KEYS = {"id", "box", "score", "quality", "action", "reason", "person", "person_confirmed", "exemplars"}
 
 
 def _settings(out, weights, **kw) -> Settings:
