@@ -312,7 +312,9 @@ def people_list(album: AlbumArg, output: OutOpt = None, as_json: JsonOpt = False
         typer.echo(json.dumps(people, indent=2, ensure_ascii=False))
         return
     for p in people:
-        typer.echo(f"{p['id']}  {p['name'] or '-'}  ({len(p['faces'])} faces)  {' '.join(p['faces'])}")
+        faces = ", ".join(f"{face} ({photo or '?'})" for face, photo in zip(p["faces"], p["photos"]))
+        count = f"{len(p['faces'])} face{'s' if len(p['faces']) != 1 else ''}"
+        typer.echo(f"{p['id']}  {p['name'] or '-'}  {count}: {faces}")
 
 
 @people_app.command("name")

@@ -48,7 +48,12 @@ def test_people_commands_edit_and_persist(album_copy, analysed_index, tmp_path):
     scan = run_cli("scan", str(album_copy), "-o", str(out), "--json", "-q")
     assert scan.returncode == 0, scan.stderr
     people = json.loads(run_cli("people", str(album_copy), "-o", str(out), "--json").stdout)
-    assert people and all({"id", "name", "faces"} <= set(p) for p in people)
+    assert people and all({"id", "name", "faces", "photos"} <= set(p) for p in people)
+    photo_of = {f: path for p in people for f, path in zip(p["faces"], p["photos"])}
+    assert sorted(set(photo_of.values())) == ["1975/group.png", "1998/old print.jpg", "2009/oval office.jpg",
+                                              "2009/podium.jpg"]
+    text = run_cli("people", str(album_copy), "-o", str(out)).stdout
+    assert all(f"{face} ({path})" in text for face, path in photo_of.items())
     biggest = max(people, key=lambda p: len(p["faces"]))
     others = [p for p in people if p is not biggest]
 

@@ -129,6 +129,11 @@ class AlbumIndex:
             "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?)", (relpath, digest, size, mtime_ns)
         )
 
+    def photo_paths(self) -> dict[str, str]:
+        """content_hash -> album-relative path of a file with that content (the first by name)."""
+        rows = self.db.execute("SELECT content_hash, MIN(relpath) FROM files GROUP BY content_hash")
+        return dict(rows.fetchall())
+
     # --- analysis ----------------------------------------------------------------------------
     def analysis_done(self, content_hash: str, analysis_key: str) -> tuple[str, str] | None:
         """(status, reason) when this content was analysed with this key, else None."""

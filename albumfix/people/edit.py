@@ -27,9 +27,13 @@ def _faces_of(ix: AlbumIndex, person: str) -> list[str]:
 
 
 def list_people(ix: AlbumIndex) -> list[dict]:
-    """[{"id", "name", "faces"}] sorted by id."""
+    """[{"id", "name", "faces", "photos"}] sorted by id; photos[i] is the album path of the photo
+    of faces[i] (None if no scanned file has that content any more)."""
     names = ix.person_names()
-    return [{"id": pid, "name": names.get(pid), "faces": faces} for pid, faces in sorted(_members(ix).items())]
+    paths = ix.photo_paths()
+    photo_of = {f.face_id: paths.get(f.content_hash) for f in ix.faces()}
+    return [{"id": pid, "name": names.get(pid), "faces": faces, "photos": [photo_of.get(f) for f in faces]}
+            for pid, faces in sorted(_members(ix).items())]
 
 
 def name_person(ix: AlbumIndex, person: str, name: str) -> str:
