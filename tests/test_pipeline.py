@@ -89,6 +89,29 @@ def test_rerun_with_nothing_changed_does_no_model_work(album_copy, restored, ran
     assert strip(report.to_json()) == strip(first.to_json())
 
 
+def test_new_weights_at_the_same_path_redo_restored_photos(album_copy, analysed_index, tmp_path):
+    import torch
+
+    from albumfix.restore import create_model
+    from albumfix.restore.weights import save_weights
+
+    weights = tmp_path / "mine.safetensors"
+    torch.manual_seed(1)
+    save_weights(create_model("albumfix-s128"), weights)
+    out = seeded_output(analysed_index, tmp_path / "out")
+    first = Pipeline(album_copy, _settings(out, weights)).run().to_json()
+    torch.manual_seed(2)
+    save_weights(create_model("albumfix-s128"), weights)  # e.g. a fine-tune exported over the old file
+    again = Pipeline(album_copy, _settings(out, weights))
+    second = again.run().to_json()
+    restored = sorted(p["path"] for p in first["photos"] if p["status"] == "restored")
+    assert restored and sorted(p["path"] for p in second["photos"] if p["status"] == "restored") == restored
+    assert again._engine is not None  # the model ran again
+    third = Pipeline(album_copy, _settings(out, weights))
+    third.run()
+    assert third._engine is None  # the same weights again: nothing to redo
+
+
 def test_changed_photo_is_the_only_one_reprocessed(album_copy, analysed_index, random_weights,
                                                    tmp_path, monkeypatch):
     album = tmp_path / "album"
