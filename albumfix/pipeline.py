@@ -13,6 +13,7 @@ import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Protocol
 
@@ -127,7 +128,6 @@ class Pipeline:
         imageio.set_max_megapixels(settings.max_megapixels)
         self._analyzer = None
         self._engine = None
-        self._weights_digest: str | None = None
 
     # --- orchestration -----------------------------------------------------------------------
     def run(self, restore: bool = True) -> RunReport:
@@ -335,15 +335,14 @@ class Pipeline:
         row.detail = {"reason": report.reason, "restored": restored}
         ix.mark_output(row)
 
+    @cached_property
     def weights_digest(self) -> str:
         """SHA-256 of the weights file restore uses (given, imported or shipped; "none" when
         there is none), read once per run: new weights mean new outputs, even at the same path."""
-        if self._weights_digest is None:
-            from albumfix.restore.weights import file_sha256, find_weights
+        from albumfix.restore.weights import file_sha256, find_weights
 
-            path = self.settings.weights or find_weights(self.settings.model)
-            self._weights_digest = file_sha256(path) if path and Path(path).is_file() else "none"
-        return self._weights_digest
+        path = self.settings.weights or find_weights(self.settings.model)
+        return file_sha256(path) if path and Path(path).is_file() else "none"
 
     def _output_key(self, digest: str, plan: "Plan", to_restore: list[str]) -> str:
         """Hash of everything the output depends on: the photo, the restore settings and
@@ -353,7 +352,7 @@ class Pipeline:
             "photo": digest,
             "faces": [[fid, plan.exemplar_of(fid)] for fid in to_restore],
             "settings": self.settings.key(*RESTORE_FIELDS) if to_restore else "copy",
-            "weights": self.weights_digest() if to_restore else "",
+            "weights": self.weights_digest if to_restore else "",
             "version": __version__ if to_restore else "",
         }
         return hashlib.blake2b(json.dumps(parts, sort_keys=True).encode(), digest_size=12).hexdigest()

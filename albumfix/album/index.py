@@ -129,9 +129,11 @@ class AlbumIndex:
             "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?)", (relpath, digest, size, mtime_ns)
         )
 
-    def photo_paths(self) -> dict[str, str]:
-        """content_hash -> album-relative path of a file with that content (the first by name)."""
-        rows = self.db.execute("SELECT content_hash, MIN(relpath) FROM files GROUP BY content_hash")
+    def face_photos(self) -> dict[str, str]:
+        """face_id -> album-relative path of a file with the face's photo content (the first by
+        name); faces whose content no scanned file has any more are absent."""
+        rows = self.db.execute("SELECT face_id, MIN(relpath) FROM faces JOIN files USING (content_hash) "
+                               "GROUP BY face_id")
         return dict(rows.fetchall())
 
     # --- analysis ----------------------------------------------------------------------------

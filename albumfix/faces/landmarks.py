@@ -26,14 +26,10 @@ MIRROR_68 = _mirror_permutation()
 """(68,) int64: index of each point's left-right counterpart (an involution)."""
 
 
-def mirror_landmarks(landmarks, width: int):
+def mirror_landmarks(landmarks: np.ndarray, width: int) -> np.ndarray:
     """Landmarks of a horizontally mirrored image, renumbered so every index keeps its meaning.
 
-    landmarks: (..., 68, 2) NumPy array or torch tensor in a `width`-pixel-wide image. Returns a
-    new array/tensor of the same type and shape."""
-    if isinstance(landmarks, np.ndarray):
-        out = landmarks[..., MIRROR_68, :].copy()
-    else:  # a torch tensor; advanced indexing already copies
-        out = landmarks[..., MIRROR_68.tolist(), :]
+    landmarks: (..., 68, 2) in a `width`-pixel-wide image. Returns a new array of that shape."""
+    out = landmarks[..., MIRROR_68, :]  # advanced indexing copies
     out[..., 0] = (width - 1) - out[..., 0]
     return out

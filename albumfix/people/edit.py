@@ -30,8 +30,7 @@ def list_people(ix: AlbumIndex) -> list[dict]:
     """[{"id", "name", "faces", "photos"}] sorted by id; photos[i] is the album path of the photo
     of faces[i] (None if no scanned file has that content any more)."""
     names = ix.person_names()
-    paths = ix.photo_paths()
-    photo_of = {f.face_id: paths.get(f.content_hash) for f in ix.faces()}
+    photo_of = ix.face_photos()
     return [{"id": pid, "name": names.get(pid), "faces": faces, "photos": [photo_of.get(f) for f in faces]}
             for pid, faces in sorted(_members(ix).items())]
 
