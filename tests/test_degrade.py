@@ -1,4 +1,4 @@
-"""Tests of the synthetic album degradation (albumfix.train.degrade)."""
+"""Tests of the synthetic album degradation (albumfix.degrade)."""
 from __future__ import annotations
 
 from dataclasses import replace
@@ -7,15 +7,19 @@ import cv2
 import numpy as np
 import pytest
 
-from albumfix.train.degrade import (
+from albumfix.degrade import (
+    PHOTO_FAMILIES,
     DegradationConfig,
     apply_degradation,
+    apply_look,
+    apply_photo_damage,
     apply_tone,
     degrade,
     gaussian_kernel,
     get_preset,
     motion_kernel,
     sample_degradation,
+    sample_photo_damage,
 )
 from albumfix.train.evaluate import psnr
 
@@ -69,11 +73,11 @@ def test_psnr_falls_with_blur_and_downscale():
     img = synthetic_face()
     base = sample_degradation(np.random.default_rng(3), 128, get_preset("default"))
     base = replace(base, tone="color", noise1=None, noise2=None, jpeg1=None, jpeg2=None, fade=None,
-                   scratch_seed=None, blur2=None, size1=128, size2=128)
+                   scratch_seed=None, blur2=None, scale1=1.0, scale2=1.0)
     values = [psnr(apply_degradation(img, replace(base, blur1=gaussian_kernel(s, s, 0.0))), img)
               for s in (0.5, 1.5, 3.0)]
     assert values[0] > values[1] > values[2]
-    small = [psnr(apply_degradation(img, replace(base, blur1=None, size1=side, size2=side)), img)
+    small = [psnr(apply_degradation(img, replace(base, blur1=None, scale1=128 / side, scale2=128 / side)), img)
              for side in (64, 32, 16)]
     assert small[0] > small[1] > small[2]
 
@@ -110,3 +114,45 @@ def test_rejects_wrong_input():
         apply_degradation(np.zeros((32, 32), np.uint8), d)
     with pytest.raises(ValueError):
         get_preset("nope")
+
+
+@pytest.mark.parametrize("family", PHOTO_FAMILIES)
+def test_photo_damage_keeps_size_and_look_and_is_seeded(family):
+    photo = cv2.resize(synthetic_face(96, seed=4), (150, 110), interpolation=cv2.INTER_CUBIC)
+    damage = sample_photo_damage(np.random.default_rng(11), family)
+    damaged, truth = apply_photo_damage(photo, damage)
+    assert damaged.shape == truth.shape == photo.shape and damaged.dtype == np.uint8
+    again = apply_photo_damage(photo, sample_photo_damage(np.random.default_rng(11), family))
+    assert np.array_equal(damaged, again[0]) and np.array_equal(truth, again[1])
+    # the damage removes detail: the truth is closer to the damaged photo after both are blurred
+    blur = lambda x: cv2.GaussianBlur(x, (0, 0), 3.0)  # noqa: E731
+    assert psnr(blur(damaged), blur(truth)) > psnr(damaged, truth) + 2.0
+
+
+def test_truth_carries_the_look_of_the_damaged_photo():
+    photo = synthetic_face(128, seed=5)
+    cfg = replace(DegradationConfig(), gray_prob=0.0, sepia_prob=1.0, fade_prob=1.0, scratch_prob=0.0,
+                  blur1_prob=0.0, blur2_prob=0.0, noise1_prob=0.0, noise2_prob=0.0, jpeg1_prob=0.0,
+                  jpeg2_prob=0.0, scale=(1.0, 1.0))
+    d = sample_degradation(np.random.default_rng(2), 128, cfg)
+    assert d.tone == "sepia" and d.fade is not None
+    # with no detail damage, the damaged photo is its truth up to rounding
+    assert np.abs(apply_degradation(photo, d).astype(int) - apply_look(photo, d).astype(int)).max() <= 1
+    assert psnr(apply_look(photo, d), photo) < 25  # and the look itself is not the clean photo
+
+
+def test_aged_print_truth_has_the_tone_and_vignette():
+    photo = np.full((120, 160, 3), 180, np.uint8)
+    for seed in range(20):
+        damage = sample_photo_damage(np.random.default_rng(seed), "aged-print")
+        if damage.aged.tone == "sepia":
+            break
+    _, truth = apply_photo_damage(photo, damage)
+    centre, corner = truth[60, 80].astype(int), truth[2, 2].astype(int)
+    assert centre.sum() > corner.sum()  # vignette darkens the corners
+    assert centre[0] > centre[2]  # sepia: red above blue
+
+
+def test_unknown_family_is_refused():
+    with pytest.raises(ValueError):
+        sample_photo_damage(np.random.default_rng(0), "nope")

@@ -7,7 +7,7 @@ Sources (downloaded with the ordinary package clients into --sources, default /t
 - scikit-image (installed with face-alignment): data/astronaut.png (NASA, public domain),
   data/coffee.png (CC0).
 
-Degradations use albumfix's own `albumfix.train.degrade`. Before writing, the script checks by
+Degradations use albumfix's own `albumfix.degrade`. Before writing, the script checks by
 content that no two sources are copies or crops of each other (aligned-face correlation), so a
 degraded photo's own original can never serve as its exemplar.
 
@@ -28,7 +28,7 @@ from PIL import Image
 
 from albumfix.faces.align import ffhq_transform, warp_to_crop
 from albumfix.faces.backends import create_analyzer
-from albumfix.train.degrade import Degradation, Fade, Noise, apply_degradation, apply_tone, gaussian_kernel
+from albumfix.degrade import Degradation, Fade, Noise, apply_degradation, apply_tone, gaussian_kernel
 
 FR_IMAGES = "face_recognition-1.3.0/tests/test_images"
 DUPLICATE_NCC = 0.8  # aligned-face correlation above this means "the same shot" (measured:
@@ -102,12 +102,11 @@ def check_distinct(sources: dict[str, Path], used: list[str], analyzer) -> None:
 def old_print(image: np.ndarray, tone: str, scale: float, blur: float, grain: float, jpeg: int,
               seed: int) -> np.ndarray:
     """A faded, blurred, grainy, small scan of a square print, via albumfix's degradation model."""
-    side = image.shape[0]
     d = Degradation(
-        tone=tone, blur1=gaussian_kernel(blur, blur, 0.0), size1=int(side / np.sqrt(scale)),
+        tone=tone, blur1=gaussian_kernel(blur, blur, 0.0), scale1=float(np.sqrt(scale)),
         interp1=cv2.INTER_AREA, noise1=Noise("grain", grain, True, 0.8, seed), jpeg1=None,
         fade=Fade(contrast=0.75, black=25.0, gain=(1.0, 1.0, 1.0)), scratch_seed=None, scratch_count=0,
-        blur2=gaussian_kernel(0.6, 0.6, 0.0), size2=int(side / scale), interp2=cv2.INTER_AREA,
+        blur2=gaussian_kernel(0.6, 0.6, 0.0), scale2=float(scale), interp2=cv2.INTER_AREA,
         noise2=Noise("gaussian", 3.0, True, 0.0, seed + 1), jpeg2=jpeg, interp_up=cv2.INTER_CUBIC)
     return apply_degradation(image, d)
 

@@ -40,7 +40,7 @@ import numpy as np
 from albumfix.atomic import atomic_write_bytes
 from albumfix.faces.analyzer import DetectedFace, FaceAnalyzer
 from albumfix.faces.landmarks import mirror_landmarks
-from albumfix.train.degrade import DegradationConfig, apply_degradation, apply_tone, get_preset, sample_degradation
+from albumfix.degrade import DegradationConfig, apply_degradation, apply_look, get_preset, sample_degradation
 
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png")
 CACHE_VERSION = 1
@@ -387,8 +387,10 @@ NO_AUGMENT = AugmentConfig(flip_prob=0.0, landmark_jitter=0.0, ref_degrade_prob=
 
 @dataclass
 class TrainingSample:
-    """One pair. lq, ref, target: (S, S, 3) uint8 RGB; lq_landmarks, ref_landmarks: (68, 2)
-    float32 crop px; tone: the print look of lq and target ("color", "gray", "sepia")."""
+    """One pair. lq, ref, target: (S, S, 3) uint8 RGB; the target is the ground truth with the
+    input's look (tone and fading, `apply_look`): the restorer restores detail and keeps the
+    print's tone. lq_landmarks, ref_landmarks: (68, 2) float32 crop px; tone: the print tone of
+    lq and target ("color", "gray", "sepia")."""
 
     lq: np.ndarray
     ref: np.ndarray
@@ -421,7 +423,7 @@ def make_sample(cache: TrainingCache, index: int, rng: np.random.Generator, augm
     if rng.random() < augment.ref_degrade_prob:
         ref = apply_degradation(ref, sample_degradation(rng, cache.size, get_preset("light")))
     lq_lm = lm + rng.normal(0.0, augment.landmark_jitter * cache.size / 128.0, lm.shape).astype(np.float32)
-    return TrainingSample(lq=lq, ref=ref, target=apply_tone(gt, d.tone), lq_landmarks=lq_lm,
+    return TrainingSample(lq=lq, ref=ref, target=apply_look(gt, d), lq_landmarks=lq_lm,
                           ref_landmarks=ref_lm, tone=d.tone)
 
 

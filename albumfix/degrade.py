@@ -1,6 +1,13 @@
-"""Synthetic album damage: a seeded two-stage degradation of a clean aligned face crop.
+"""Synthetic album damage: seeded degradations of clean face crops (training) and whole photos
+(the album benchmark), shared by training, evaluation and the benchmark (so it lives below all of
+them: `people/` and `restore/` may use it too, `train/` is never needed).
 
-The model of an old album photo, in order:
+Every degradation separates the *look* of a print (tone: colour, grayscale, sepia; fading;
+colour cast; vignette), which a restorer must keep, from the *damage* to its detail (blur,
+resolution, noise, grain, JPEG, scratches), which it should undo: `apply_look` gives the ground
+truth of a damaged image (the clean image with the same look).
+
+The crop model of an old album photo (`sample_degradation` / `apply_degradation`), in order:
 
 1. *tone* (the look of the print, applied to the training target as well): colour, grayscale or
    sepia. A restorer should keep a black-and-white photo black-and-white, so the target of a
@@ -13,10 +20,20 @@ The model of an old album photo, in order:
 
 `sample_degradation` draws every random choice from a numpy Generator into a `Degradation`
 record; `apply_degradation` is then a pure function of (image, record), so a seed reproduces a
-sample exactly. The "default" preset is the one used for training and for evaluation.
+sample exactly. The "default" preset is the one used for training and for evaluation. Images
+may be any (H, W, 3): resize steps divide both sides by the record's scale factors.
+
+Whole-photo damage families (`PHOTO_FAMILIES`, `sample_photo_damage` / `apply_photo_damage`):
+- "training": the crop model above applied to the whole photo;
+- "aged-print": a print made small from its negative (area downscale x2-x5), film grain, a tone
+  (sepia, gray or colour), fading with a colour cast and a vignette, then a scan (bicubic
+  upscale, scanner blur, JPEG 85-95) - nothing of it is in training;
+- "web-thumbnail": a strong downscale (x3-x6), JPEG q20-50 with 4:2:0 chroma subsampling,
+  re-saved a second time at q20-50, upscaled back for viewing - not in training either.
 """
 from __future__ import annotations
 
+import io
 import math
 from dataclasses import dataclass
 
@@ -128,14 +145,15 @@ class Fade:
 class Degradation:
     """A fully sampled degradation; `apply_degradation` is deterministic given it.
 
-    blur1 / blur2: (k, k) float32 kernels summing to 1, or None. size1 / size2: side in px after
-    the stage-1 / stage-2 resize; interp1 / interp2 / interp_up: cv2 interpolation flags.
+    blur1 / blur2: (k, k) float32 kernels summing to 1, or None. scale1 / scale2: downscale
+    factor (>= 1) of the image after the stage-1 / stage-2 resize, relative to the input (a side
+    s becomes max(8, round(s / scale))); interp1 / interp2 / interp_up: cv2 interpolation flags.
     jpeg1 / jpeg2: JPEG quality or None. scratch_seed: seeds scratch/dust drawing, None = none.
     """
 
     tone: str
     blur1: np.ndarray | None
-    size1: int
+    scale1: float
     interp1: int
     noise1: Noise | None
     jpeg1: int | None
@@ -143,7 +161,7 @@ class Degradation:
     scratch_seed: int | None
     scratch_count: int
     blur2: np.ndarray | None
-    size2: int
+    scale2: float
     interp2: int
     noise2: Noise | None
     jpeg2: int | None
@@ -216,14 +234,13 @@ def _sample_noise(rng: np.random.Generator, cfg: DegradationConfig, gauss: tuple
 
 def sample_degradation(rng: np.random.Generator, size: int,
                        config: DegradationConfig | None = None) -> Degradation:
-    """Draw one degradation for an (size, size) crop from `rng` (consumed in a fixed order)."""
+    """Draw one degradation for an (size, size) crop from `rng` (consumed in a fixed order).
+    size only documents the intended crop; the record applies to images of any size."""
     cfg = config or PRESETS["default"]
     u = rng.random()
     tone = "gray" if u < cfg.gray_prob else "sepia" if u < cfg.gray_prob + cfg.sepia_prob else "color"
     scale = _log_uniform(rng, cfg.scale)
     scale1 = scale ** _uniform(rng, cfg.stage1_share)
-    size1 = max(8, int(round(size / scale1)))
-    size2 = max(8, int(round(size / scale)))
     blur1 = _sample_blur(rng, cfg, cfg.blur1_sigma, motion=True) if rng.random() < cfg.blur1_prob else None
     interp1 = _INTERPOLATIONS[int(rng.integers(0, 3))]
     noise1 = _sample_noise(rng, cfg, cfg.gauss_sigma1, tone != "color") if rng.random() < cfg.noise1_prob else None
@@ -241,9 +258,9 @@ def sample_degradation(rng: np.random.Generator, size: int,
     noise2 = _sample_noise(rng, cfg, cfg.gauss_sigma2, tone != "color") if rng.random() < cfg.noise2_prob else None
     jpeg2 = int(rng.integers(cfg.jpeg_quality[0], cfg.jpeg_quality[1] + 1)) if rng.random() < cfg.jpeg2_prob else None
     interp_up = (cv2.INTER_LINEAR, cv2.INTER_CUBIC)[int(rng.integers(0, 2))]
-    return Degradation(tone=tone, blur1=blur1, size1=size1, interp1=interp1, noise1=noise1, jpeg1=jpeg1,
+    return Degradation(tone=tone, blur1=blur1, scale1=scale1, interp1=interp1, noise1=noise1, jpeg1=jpeg1,
                        fade=fade, scratch_seed=scratch_seed, scratch_count=scratch_count, blur2=blur2,
-                       size2=size2, interp2=interp2, noise2=noise2, jpeg2=jpeg2, interp_up=interp_up)
+                       scale2=scale, interp2=interp2, noise2=noise2, jpeg2=jpeg2, interp_up=interp_up)
 
 
 def apply_tone(image: np.ndarray, tone: str) -> np.ndarray:
@@ -265,12 +282,19 @@ def _blur(x: np.ndarray, kernel: np.ndarray | None) -> np.ndarray:
     return cv2.filter2D(x, -1, kernel, borderType=cv2.BORDER_REFLECT_101)
 
 
-def _resize(x: np.ndarray, side: int, interp: int) -> np.ndarray:
-    if x.shape[0] == side and x.shape[1] == side:
+def _resize(x: np.ndarray, size: tuple[int, int], interp: int) -> np.ndarray:
+    """Resize (H, W[, C]) to size = (height, width); area averaging only when shrinking."""
+    if x.shape[:2] == tuple(size):
         return x
-    if interp == cv2.INTER_AREA and side > x.shape[0]:
+    if interp == cv2.INTER_AREA and size[0] > x.shape[0]:
         interp = cv2.INTER_LINEAR
-    return cv2.resize(x, (side, side), interpolation=interp)
+    out = cv2.resize(x, (size[1], size[0]), interpolation=interp)
+    return out.reshape(size + x.shape[2:])
+
+
+def _scaled(shape: tuple[int, ...], scale: float) -> tuple[int, int]:
+    """(height, width) of an image of `shape` divided by `scale` (each side at least 8 px)."""
+    return max(8, int(round(shape[0] / scale))), max(8, int(round(shape[1] / scale)))
 
 
 def _add_noise(x: np.ndarray, noise: Noise | None) -> np.ndarray:
@@ -311,11 +335,11 @@ def _to_uint8(x: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(x), 0, 255).astype(np.uint8)
 
 
-def _fade(x: np.ndarray, fade: Fade | None) -> np.ndarray:
-    """x: (H, W, 3) float32 0-255 -> faded float32."""
+def _fade(x: np.ndarray, fade: Fade | None, mean: float) -> np.ndarray:
+    """x: (H, W, 3) float32 0-255 -> faded float32; mean: the grey level contrast pivots on
+    (the toned clean image's mean, so that `apply_look` fades the ground truth identically)."""
     if fade is None:
         return x
-    mean = float(x.mean())
     out = (x - mean) * fade.contrast + mean
     out = fade.black + out * (255.0 - fade.black) / 255.0
     return out * np.asarray(fade.gain, dtype=np.float32)
@@ -347,25 +371,155 @@ def _scratches(x: np.ndarray, seed: int | None, count: int) -> np.ndarray:
     return out
 
 
-def apply_degradation(image: np.ndarray, d: Degradation) -> np.ndarray:
-    """Degrade a clean crop. image: (S, S, 3) uint8 RGB -> (S, S, 3) uint8 RGB, same size.
-
-    The tone (grayscale/sepia) is part of the result; a grayscale result has R == G == B.
-    """
+def _check_rgb(image: np.ndarray) -> None:
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-        raise ValueError(f"expected (S, S, 3) uint8, got {image.shape} {image.dtype}")
-    side = image.shape[0]
+        raise ValueError(f"expected (H, W, 3) uint8, got {image.shape} {image.dtype}")
+
+
+def apply_degradation(image: np.ndarray, d: Degradation) -> np.ndarray:
+    """Degrade a clean image. image: (H, W, 3) uint8 RGB -> (H, W, 3) uint8 RGB, same size.
+
+    The look (tone and fading) is part of the result (`apply_look` gives the matching ground
+    truth); a grayscale result has R == G == B.
+    """
+    _check_rgb(image)
     x = apply_tone(image, d.tone).astype(np.float32)
-    x = _resize(_blur(x, d.blur1), d.size1, d.interp1)
+    mean = float(x.mean())
+    x = _resize(_blur(x, d.blur1), _scaled(image.shape, d.scale1), d.interp1)
     x = _jpeg(_to_uint8(_add_noise(x, d.noise1)), d.jpeg1)
-    x = _scratches(_to_uint8(_fade(x.astype(np.float32), d.fade)), d.scratch_seed, d.scratch_count)
-    x = _resize(_blur(x.astype(np.float32), d.blur2), d.size2, d.interp2)
+    x = _scratches(_to_uint8(_fade(x.astype(np.float32), d.fade, mean)), d.scratch_seed, d.scratch_count)
+    x = _resize(_blur(x.astype(np.float32), d.blur2), _scaled(image.shape, d.scale2), d.interp2)
     x = _jpeg(_to_uint8(_add_noise(x, d.noise2)), d.jpeg2)
-    x = _to_uint8(_resize(x.astype(np.float32), side, d.interp_up))
+    x = _to_uint8(_resize(x.astype(np.float32), image.shape[:2], d.interp_up))
+    return apply_tone(x, "gray") if d.tone == "gray" else x
+
+
+def apply_look(image: np.ndarray, d: Degradation) -> np.ndarray:
+    """The ground truth of `apply_degradation(image, d)`: the clean image with the same tone and
+    fading, none of the damage. image: (H, W, 3) uint8 RGB -> same."""
+    _check_rgb(image)
+    x = apply_tone(image, d.tone).astype(np.float32)
+    x = _to_uint8(_fade(x, d.fade, float(x.mean())))
     return apply_tone(x, "gray") if d.tone == "gray" else x
 
 
 def degrade(image: np.ndarray, rng: np.random.Generator,
             config: DegradationConfig | None = None) -> np.ndarray:
-    """Sample and apply one degradation. image: (S, S, 3) uint8 -> (S, S, 3) uint8."""
+    """Sample and apply one degradation. image: (H, W, 3) uint8 -> (H, W, 3) uint8."""
     return apply_degradation(image, sample_degradation(rng, image.shape[0], config))
+
+
+# --- whole-photo damage families (the album benchmark) ------------------------------------------
+PHOTO_FAMILIES = ("training", "aged-print", "web-thumbnail")
+
+
+@dataclass(frozen=True)
+class AgedPrint:
+    """An aged print and its scan. tone in TONES; print_scale: area downscale of the print (>= 1);
+    grain: film-grain std (0-255 units) at print size, grain_size its blur sigma px, seed its
+    field; fade: fading and colour cast; vignette: darkening at the corners (0-1, a cos^4-like
+    radial falloff); scan_blur: Gaussian sigma px at photo size; jpeg: the scan's quality."""
+
+    tone: str
+    print_scale: float
+    grain: float
+    grain_size: float
+    seed: int
+    fade: Fade
+    vignette: float
+    scan_blur: float
+    jpeg: int
+
+
+@dataclass(frozen=True)
+class WebThumbnail:
+    """A web thumbnail: downscale factor scale (>= 1) with interp; two JPEG saves (4:2:0) at
+    qualities jpeg1 then jpeg2; shown upscaled back to the original size with interp_up."""
+
+    scale: float
+    interp: int
+    jpeg1: int
+    jpeg2: int
+    interp_up: int
+
+
+@dataclass(frozen=True)
+class PhotoDamage:
+    """One sampled whole-photo damage of a family in PHOTO_FAMILIES; exactly one of `crop_model`
+    (family "training"), `aged` and `thumbnail` is set."""
+
+    family: str
+    crop_model: Degradation | None = None
+    aged: AgedPrint | None = None
+    thumbnail: WebThumbnail | None = None
+
+
+def sample_photo_damage(rng: np.random.Generator, family: str) -> PhotoDamage:
+    """Draw one damage of `family` (see the module docstring) from `rng`."""
+    if family == "training":
+        return PhotoDamage(family, crop_model=sample_degradation(rng, 128))
+    if family == "aged-print":
+        tone = ("sepia", "gray", "color")[int(rng.choice(3, p=(0.4, 0.3, 0.3)))]
+        cast = 0.0 if tone == "gray" else 0.1
+        gain = tuple(float(g) for g in 1.0 + rng.uniform(-cast, cast, 3))
+        fade = Fade(contrast=_uniform(rng, (0.55, 0.9)), black=_uniform(rng, (10.0, 45.0)), gain=gain)
+        return PhotoDamage(family, aged=AgedPrint(
+            tone=tone, print_scale=_log_uniform(rng, (2.0, 5.0)), grain=_uniform(rng, (4.0, 12.0)),
+            grain_size=_uniform(rng, (0.5, 1.0)), seed=int(rng.integers(0, 2**31 - 1)), fade=fade,
+            vignette=_uniform(rng, (0.15, 0.45)), scan_blur=_uniform(rng, (0.5, 1.3)),
+            jpeg=int(rng.integers(85, 96))))
+    if family == "web-thumbnail":
+        return PhotoDamage(family, thumbnail=WebThumbnail(
+            scale=_log_uniform(rng, (3.0, 6.0)), interp=(cv2.INTER_AREA, cv2.INTER_LINEAR)[int(rng.integers(0, 2))],
+            jpeg1=int(rng.integers(20, 51)), jpeg2=int(rng.integers(20, 51)),
+            interp_up=(cv2.INTER_LINEAR, cv2.INTER_CUBIC)[int(rng.integers(0, 2))]))
+    raise ValueError(f"unknown damage family {family!r}; choose from {PHOTO_FAMILIES}")
+
+
+def _vignette(shape: tuple[int, ...], strength: float) -> np.ndarray:
+    """(H, W, 1) float32 gain: 1 at the centre, 1 - strength at the corners (smooth radial)."""
+    h, w = shape[:2]
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    r2 = ((xx - (w - 1) / 2) / (w / 2)) ** 2 + ((yy - (h - 1) / 2) / (h / 2)) ** 2  # 2 at corners
+    return (1.0 - strength * np.clip(r2 / 2.0, 0.0, 1.0) ** 2)[..., None]
+
+
+def _aged_look(image: np.ndarray, a: AgedPrint) -> np.ndarray:
+    """Tone, fading, cast and vignette of an aged print: (H, W, 3) uint8 -> float32 0-255."""
+    x = apply_tone(image, a.tone).astype(np.float32)
+    x = _fade(x, a.fade, float(x.mean())) * _vignette(x.shape, a.vignette)
+    return apply_tone(_to_uint8(x), "gray").astype(np.float32) if a.tone == "gray" else x
+
+
+def _jpeg_420(x: np.ndarray, quality: int) -> np.ndarray:
+    """(H, W, 3) uint8 RGB -> JPEG round trip at `quality` with 4:2:0 chroma subsampling."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(x).save(buf, format="JPEG", quality=int(quality), subsampling="4:2:0")
+    return np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
+
+
+def apply_photo_damage(image: np.ndarray, damage: PhotoDamage) -> tuple[np.ndarray, np.ndarray]:
+    """Damage a clean photo. image: (H, W, 3) uint8 RGB -> (damaged, truth), both (H, W, 3)
+    uint8 RGB of the same size: truth is the clean photo with the damage's look (tone, fading,
+    cast, vignette), so damaged and truth differ in detail only."""
+    _check_rgb(image)
+    if damage.crop_model is not None:
+        return apply_degradation(image, damage.crop_model), apply_look(image, damage.crop_model)
+    if damage.aged is not None:
+        a = damage.aged
+        look = _aged_look(image, a)
+        small = _resize(look, _scaled(image.shape, a.print_scale), cv2.INTER_AREA)
+        grain = Noise("grain", a.grain, True, a.grain_size, a.seed)
+        scan = _resize(_add_noise(small, grain), image.shape[:2], cv2.INTER_CUBIC)
+        scan = cv2.GaussianBlur(scan, (0, 0), a.scan_blur)
+        damaged = _jpeg(_to_uint8(scan), a.jpeg)
+        truth = _to_uint8(look)
+        if a.tone == "gray":
+            damaged = apply_tone(damaged, "gray")
+        return damaged, truth
+    t = damage.thumbnail
+    small = _jpeg_420(_to_uint8(_resize(image.astype(np.float32), _scaled(image.shape, t.scale), t.interp)), t.jpeg1)
+    small = _jpeg_420(small, t.jpeg2)
+    return _to_uint8(_resize(small.astype(np.float32), image.shape[:2], t.interp_up)), image.copy()
