@@ -96,7 +96,7 @@ RestoreModeOpt = Annotated[Optional[str], typer.Option("--restore", envvar=_env(
 MinFaceOpt = Annotated[Optional[int], typer.Option("--min-face-size", envvar=_env("min_face_size"),
                        help="Skip faces whose eye-to-eye distance is below this many px [default: 24].")]
 ExemplarsOpt = Annotated[Optional[int], typer.Option("--exemplars", envvar=_env("exemplars"),
-                         help="Exemplars kept per degraded face; the best guides the model [default: 1].")]
+                         help="Exemplars kept per degraded face; the best guides the model; 0 restores without guidance [default: 1].")]
 
 
 def _setup_logging(verbose: int, quiet: bool) -> None:
@@ -222,6 +222,9 @@ def restore(
                          help="auto (bf16/fp16 on GPU) | fp32 [default: auto].")] = None,
     strength: Annotated[Optional[float], typer.Option("--strength", envvar=_env("strength"),
                         help="0 keeps the original face, 1 the restored one [default: 1].")] = None,
+    guard: Annotated[Optional[bool], typer.Option("--guard/--no-guard", envvar=_env("guard"),
+                     help="Check each restored face: lower the strength, or keep the original, where restoring "
+                          "moves it away from its person or makes it less sharp [default: on].", show_default=False)] = None,
     save_faces: Annotated[Optional[bool], typer.Option("--save-faces", envvar=_env("save_faces"),
                           help="Also write LQ | exemplar | restored strips to OUTPUT/.albumfix/faces/.",
                           show_default=False)] = None,
@@ -449,12 +452,26 @@ def evaluate_command(
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Faces per model call.")] = 16,
     out: Annotated[Optional[Path], typer.Option("--out", help="Also write the JSON report here.")] = None,
     examples: Annotated[Optional[Path], typer.Option("--examples", help="PNG sheet: input | unguided | guided | exemplar | truth.")] = None,
+    albums: Annotated[Optional[Path], typer.Option("--albums", help="End-to-end album benchmark in this folder (built on first use): whole photos of held-out people through `albumfix restore`.")] = None,
+    data: Annotated[Optional[list[Path]], typer.Option("--data", help="With --albums: identity folders ROOT/<person>/*.jpg [default: ../shared/data/faces/celeba and lfw].")] = None,
+    people: Annotated[Optional[int], typer.Option("--people", min=1, help="With --albums: at most this many held-out people [default: all].")] = None,
+    code: Annotated[Optional[Path], typer.Option("--code", help="With --albums: run the albumfix of this checkout (before/after comparisons).")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """PSNR, SSIM and identity distance on held-out people for the degraded input, the model
-    without guidance and the model with albumfix's chosen exemplar."""
+    without guidance and the model with albumfix's chosen exemplar. With --albums: the same
+    questions end to end, on whole damaged photos through the real `albumfix restore`."""
     from albumfix.restore.weights import find_weights
     from albumfix.train.evaluate import EvalConfig, evaluate
+
+    if albums is not None:
+        from albumfix.train.albums import build_albums, report_table, run_benchmark
+
+        roots = data or [Path("../shared/data/faces/celeba"), Path("../shared/data/faces/lfw")]
+        build_albums(roots, albums, people=people)
+        result = run_benchmark(albums, code=code.resolve() if code else None)
+        typer.echo(json.dumps(result, indent=2) if as_json else report_table(result))
+        return
 
     if weights is None and checkpoint is None:
         weights = find_weights(model)

@@ -44,13 +44,14 @@ class Settings:
     max_megapixels: float = 180.0  # decompression-bomb guard
     restore: str = "auto"  # which faces: auto (degraded ones) | all | none
     min_face_size: int = 24  # faces whose eye distance is below this many px are skipped
-    exemplars: int = 1  # exemplars kept per degraded face (the best one guides the model)
+    exemplars: int = 1  # exemplars kept per degraded face (the best guides the model); 0: no guidance
     model: str = "albumfix-s128"  # restoration model configuration
     weights: Path | None = None  # checkpoint; default: the registered weights of `model`
     device: str = "auto"  # auto|cpu|cuda|cuda:N|mps
     batch_size: int = 8  # faces per model call (halved automatically on GPU out-of-memory)
     precision: str = "auto"  # auto (bf16/fp16 on GPU, fp32 on CPU) | fp32
     strength: float = 1.0  # 0 keeps the original face, 1 uses the restored face fully
+    guard: bool = True  # lower the strength (or keep the original) where restoring moves the face away from its person or blurs it
     save_faces: bool = False  # write LQ | exemplar | restored strips to OUT/.albumfix/faces/
 
     def validate(self) -> "Settings":
@@ -62,7 +63,7 @@ class Settings:
             (self.landmarks in LANDMARKS_CHOICES, f"--landmarks must be one of {LANDMARKS_CHOICES}"),
             (0.0 <= self.strength <= 1.0, "--strength must be between 0 and 1"),
             (self.batch_size >= 1, "--batch-size must be at least 1"),
-            (self.exemplars >= 1, "--exemplars must be at least 1"),
+            (self.exemplars >= 0, "--exemplars must be 0 or more"),
             (self.min_face_size >= 0, "--min-face-size must be >= 0"),
             (self.upsample >= 0, "--upsample must be >= 0"),
             (self.max_megapixels > 0, "--max-megapixels must be > 0"),
