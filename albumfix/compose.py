@@ -15,6 +15,7 @@ from albumfix.album import imageio
 from albumfix.atomic import atomic_write_bytes
 from albumfix.album.index import AlbumIndex, OutputRow
 from albumfix.album.scan import AlbumFile
+from albumfix.faces.backends import FaceBox
 
 log = logging.getLogger("albumfix")
 
@@ -126,15 +127,16 @@ class Composer:
             self.pipeline.progress.advance()
 
     def _compose(self, w: _PhotoWork, restored: list) -> dict:
-        from albumfix.restore.blend import detect_tone, face_strip, paste_face
+        from albumfix.restore.blend import detect_tone, face_strip
 
         settings = self.pipeline.settings
         pixels = w.photo.pixels
         tone = detect_tone(pixels)  # once per photo: it reads the whole scan
         info = {}
         for fw, result in zip(w.faces, restored):
-            pixels = paste_face(pixels, result.image, fw.transform, fw.landmarks,
-                                strength=settings.strength, tone=tone)
+            pasted, guard = self._paste(w, pixels, fw, result.image, tone)
+            if pasted is not None:
+                pixels = pasted
             strip = face_strip(fw.job.lq, fw.job.ref, result.image)
             self._write_image(self.pipeline.out / REPORT_DIR / f"{fw.face_id}.jpg", _thumb(strip))
             if settings.save_faces:
@@ -144,9 +146,37 @@ class Composer:
                 "exemplar": fw.exemplar,
                 "guided": bool(result.guided),
                 "seconds": round(float(result.seconds), 4),
+                "strength": guard.strength if guard else settings.strength,
+                **({"guard": guard.to_json()} if guard else {}),
             }
         imageio.write_photo(w.photo, pixels, w.target, os.stat(w.file.path))
         return info
+
+    def _paste(self, w: _PhotoWork, pixels: np.ndarray, fw: _FaceWork, image: np.ndarray, tone: str):
+        """Paste one restored face; with the guard on (the default), at the highest strength that
+        keeps the face its person's and no less sharp (albumfix.guard). -> (pixels or None, GuardResult or None)."""
+        from dataclasses import replace
+
+        from albumfix.guard import guard_face
+        from albumfix.restore.blend import paste_face
+
+        settings = self.pipeline.settings
+
+        def paste(strength: float) -> np.ndarray:
+            return paste_face(pixels, image, fw.transform, fw.landmarks, strength=strength, tone=tone)
+
+        if not settings.guard:
+            return paste(settings.strength), None
+        face = self.plan.faces[fw.face_id]
+        if face.row.embedding is None:
+            return paste(settings.strength), None
+        embedder = self.pipeline.analyzer().embedding_part
+        box = FaceBox(tuple(face.row.box), 1.0, None, "stored")
+        refs = [self.plan.faces[c.face_id].row.embedding for c in face.exemplars]
+        to_rgb = lambda px: replace(w.photo, pixels=px).rgb8()  # noqa: E731
+        return guard_face(paste, to_rgb, lambda rgb: embedder.embed(rgb, [box], [face.row.landmarks])[0],
+                          to_rgb(pixels), face.row.landmarks, face.row.embedding,
+                          [r for r in refs if r is not None], settings.strength, space=face.row.embedder)
 
     @staticmethod
     def _write_image(path: Path, rgb: np.ndarray) -> None:

@@ -31,7 +31,7 @@ log = logging.getLogger("albumfix")
 
 INDEX_DIR = ".albumfix"
 ANALYSIS_FIELDS = ("faces", "landmarks", "models_dir", "upsample", "cnn_fallback", "max_megapixels")
-RESTORE_FIELDS = ("model", "weights", "strength", "precision")
+RESTORE_FIELDS = ("model", "weights", "strength", "precision", "guard")
 
 
 class Progress(Protocol):

@@ -16,8 +16,10 @@ log = logging.getLogger("albumfix")
 
 @dataclass
 class FacePlan:
-    """What happens to one face. action: restore | exemplar | skip; confirmed: the person was set
-    by a manual edit (`albumfix people name/merge/split`), not by the embeddings."""
+    """What happens to one face. action: restore | exemplar | skip; exemplar_eligible: usable to
+    guide another face (not skipped, large enough; `clearly_better` decides per face); confirmed:
+    the person was set by a manual edit (`albumfix people name/merge/split`), not by the
+    embeddings; verified: see `_verify`."""
 
     row: FaceRow
     action: str
@@ -25,6 +27,8 @@ class FacePlan:
     exemplar_eligible: bool
     person: str | None = None
     confirmed: bool = False
+    verified: bool = False  # person passed the album-wide margin rule (albumfix.people.verify)
+    verify_reason: str = ""  # why not, for a degraded face that was checked
     exemplars: list = field(default_factory=list)  # [ExemplarChoice], best first
 
 
@@ -83,16 +87,17 @@ class Plan:
 
 def build_plan(ix: AlbumIndex, faces: list[FaceRow], settings: Settings, progress) -> Plan:
     """Decide, group (incrementally, manual corrections first) and choose exemplars."""
-    from albumfix.faces.quality import FaceQuality, decide_action
+    from albumfix.faces.quality import EXEMPLAR_MIN_SIZE, FaceQuality, decide_action
 
     progress.stage("group", len(faces))
     plans: dict[str, FacePlan] = {}
     for row in faces:
         decision = decide_action(FaceQuality(**row.quality), restore_mode=settings.restore,
                                  min_face_size=settings.min_face_size)
-        plans[row.face_id] = FacePlan(row, decision.action, decision.reason,
-                                      decision.exemplar_eligible)
+        usable = decision.action != "skip" and row.quality["interocular_px"] >= EXEMPLAR_MIN_SIZE
+        plans[row.face_id] = FacePlan(row, decision.action, decision.reason, usable)
     _group(ix, plans)
+    _verify(plans)
     _choose(plans, settings.exemplars)
     progress.advance(len(faces))
     return Plan(plans, ix.person_names())
@@ -131,13 +136,47 @@ def _group(ix: AlbumIndex, plans: dict[str, FacePlan]) -> None:
     )
 
 
-def _choose(plans: dict[str, FacePlan], k: int) -> None:
-    """Top-k exemplars per face to restore, from its own person's eligible faces.
+def _verify(plans: dict[str, FacePlan]) -> None:
+    """Attach each degraded face to the person of the album it is verified against (the margin
+    rule of albumfix.people.verify, which survives damage), unless the user confirmed its person.
+    A face left alone by grouping joins that person; `verified` marks faces whose person passed."""
+    from albumfix.people.verify import verify_people
 
-    The identity gate guards automatic grouping against someone else's face; a face whose person
-    the user confirmed skips it, because a badly degraded face's embedding is least reliable
-    exactly when guidance helps most (a faded, blurred print is often farther from its own
-    person's sharp photos than the gate allows)."""
+    with_person = [p for p in plans.values() if p.person is not None and p.row.embedding is not None]
+    for space in sorted({p.row.embedder for p in with_person}):
+        members = [p for p in with_person if p.row.embedder == space]
+        queries = [p for p in members if p.action == "restore" and not p.confirmed]
+        sizes: dict[str, int] = {}
+        for p in members:
+            sizes[p.person] = sizes.get(p.person, 0) + 1
+        for q, v in zip(queries, _verify_each(queries, members, space, verify_people)):
+            alone = sizes[q.person] == 1
+            photo_people = {o.person for o in plans.values() if o.row.content_hash == q.row.content_hash and o is not q}
+            if v.person is not None and (v.person == q.person or (alone and v.person not in photo_people)):
+                q.person, q.verified = v.person, True
+            else:
+                q.verify_reason = v.reason or f"verified as another person than its group ({v.person})"
+
+
+def _verify_each(queries: list[FacePlan], members: list[FacePlan], space: str, verify_people):
+    """verify_people for each query against every face that has a person (a query's own row
+    sits in its own photo, which never counts)."""
+    if not queries:
+        return []
+    return verify_people(np.stack([q.row.embedding for q in queries]), [q.row.content_hash for q in queries],
+                         np.stack([m.row.embedding for m in members]), [m.row.content_hash for m in members],
+                         [m.person for m in members], space=space)
+
+
+def _choose(plans: dict[str, FacePlan], k: int) -> None:
+    """Top-k exemplars per face to restore, among its person's usable faces that are clearly
+    better than it (`clearly_better`: relative, so modest albums still have guidance).
+
+    Identity: a face whose person the user confirmed, or whose person passed the album-wide
+    margin rule (`_verify`), takes the person's faces as they are; any other face keeps the
+    strict per-exemplar identity gate, which guards automatic grouping against someone else's
+    face."""
+    from albumfix.faces.quality import FaceQuality, clearly_better
     from albumfix.people.exemplars import ExemplarFace, choose_exemplars
 
     by_person: dict[str, list[FacePlan]] = {}
@@ -152,11 +191,17 @@ def _choose(plans: dict[str, FacePlan], k: int) -> None:
     for p in plans.values():
         if p.action != "restore":
             continue
-        candidates = [as_exemplar(c) for c in by_person.get(p.person, [])] if p.person else []
-        gate = float("inf") if p.confirmed else None
+        if k == 0:
+            p.reason = f"{p.reason}; restored without guidance (--exemplars 0)"
+            continue
+        mine = FaceQuality(**p.row.quality)
+        candidates = [as_exemplar(c) for c in by_person.get(p.person, [])
+                      if c is not p and clearly_better(FaceQuality(**c.row.quality), mine)] if p.person else []
+        gate = float("inf") if p.confirmed or p.verified else None
         p.exemplars = choose_exemplars(as_exemplar(p), candidates, k=k, identity_gate=gate,
                                        space=p.row.embedder) if candidates else []
         if not p.exemplars:
-            unguided = ("no eligible exemplar of this person: restored without guidance (if the album "
-                        "has sharp photos of them, `albumfix people merge` this face into that person)")
+            why = p.verify_reason or "no face of this person is clearly better"
+            unguided = (f"no exemplar ({why}): restored without guidance (if the album has sharp photos "
+                        "of them, `albumfix people merge` this face into that person)")
             p.reason = f"{p.reason}; {unguided}" if p.reason else unguided

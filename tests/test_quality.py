@@ -151,3 +151,18 @@ def test_restore_modes():
     assert decide_action(small_good, "auto").action == "skip" and not decide_action(small_good).exemplar_eligible
     with pytest.raises(ValueError):
         decide_action(good, "some")
+
+
+def test_an_exemplar_must_be_clearly_better_than_the_face_it_guides():
+    from dataclasses import replace
+
+    from albumfix.faces.quality import FaceQuality, clearly_better
+
+    modest = FaceQuality(interocular_px=40, sharpness=0.40, noise=2.0, blockiness=0.1, yaw_deg=0,
+                         landmark_spread=1.0, landmarks_ok=True, landmark_problem="", score=0.2)
+    damaged = replace(modest, sharpness=0.30, score=0.05)
+    assert clearly_better(modest, damaged)
+    assert not clearly_better(damaged, modest)  # a damaged face never guides a better one
+    assert not clearly_better(modest, modest)  # nor an equal one
+    assert not clearly_better(replace(modest, score=0.01), damaged)  # sharper but noisier / blockier
+    assert not clearly_better(replace(modest, interocular_px=25), damaged)  # much smaller

@@ -251,6 +251,20 @@ def assess_face(rgb: np.ndarray, face: DetectedFace) -> FaceQuality:
     )
 
 
+BETTER_SHARPNESS_RATIO = 1.2
+EXEMPLAR_MIN_SIZE = 32.0  # interocular px: smaller faces never guide another
+
+
+def clearly_better(candidate: FaceQuality, query: FaceQuality,
+                   sharpness_ratio: float = BETTER_SHARPNESS_RATIO) -> bool:
+    """Whether `candidate` can guide the restoration of `query`: sharper by sharpness_ratio,
+    scoring no lower (noise and JPEG blocks count against it), and at least 3/4 of its size
+    (interocular). Relative, so an album of modest photos still has guidance where its photos
+    differ, and a damaged face never guides a better one."""
+    return (candidate.sharpness >= sharpness_ratio * query.sharpness and candidate.score >= query.score
+            and candidate.interocular_px >= 0.75 * query.interocular_px)
+
+
 def decide_action(
     q: FaceQuality,
     restore_mode: str = "auto",
@@ -258,7 +272,7 @@ def decide_action(
     max_yaw_deg: float = 45.0,
     restore_below: float = 0.6,
     exemplar_min_score: float = 0.7,
-    exemplar_min_size: float = 32.0,
+    exemplar_min_size: float = EXEMPLAR_MIN_SIZE,
 ) -> FaceDecision:
     """Restore, use as exemplar, or skip one face.
 

@@ -70,6 +70,15 @@ def _shrink(rgb: np.ndarray, factor: float) -> np.ndarray:
     return cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
 
 
+def equalised(rgb: np.ndarray) -> np.ndarray:
+    """(H, W, 3) uint8 -> (H, W, 3) uint8 gray: luminance after contrast-limited adaptive
+    histogram equalisation (8 x 8 tiles, clip 2), which restores the edge contrast a faded or
+    toned print lost."""
+    luma = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+    flat = cv2.createCLAHE(clipLimit=2.0, tileGridSize=(8, 8)).apply(luma)
+    return np.repeat(flat[..., None], 3, axis=2)
+
+
 @dataclass
 class DlibModels:
     """The dlib model files of one folder, each loaded on first use and then kept."""
@@ -144,10 +153,12 @@ class DlibDetector:
         self.hog_max_side = int(hog_max_side)
         self.cnn_max_pixels = int(cnn_max_pixels)
 
-    def detect_hog(self, rgb: np.ndarray) -> list[FaceBox]:
-        """rgb: (H, W, 3) uint8 -> HOG boxes in photo px (score: HOG margin, > 0)."""
+    def detect_hog(self, rgb: np.ndarray, upsample: int | None = None) -> list[FaceBox]:
+        """rgb: (H, W, 3) uint8 -> HOG boxes in photo px (score: HOG margin, > 0); upsample:
+        HOG upsampling steps (default: the detector's)."""
         factor = min(1.0, self.hog_max_side / max(rgb.shape[:2]))
-        rects, scores, _ = self.models.hog().run(_shrink(rgb, factor), self.upsample, 0.0)
+        steps = self.upsample if upsample is None else upsample
+        rects, scores, _ = self.models.hog().run(_shrink(rgb, factor), steps, 0.0)
         return [
             FaceBox(
                 box=(r.left() / factor, r.top() / factor, r.right() / factor, r.bottom() / factor),
@@ -174,8 +185,12 @@ class DlibDetector:
         ]
 
     def detect(self, rgb: np.ndarray) -> list[FaceBox]:
-        """rgb: (H, W, 3) uint8 -> boxes; CNN only when HOG found nothing (and it is enabled)."""
+        """rgb: (H, W, 3) uint8 -> boxes. When HOG finds nothing: HOG again on the contrast-
+        equalised luminance with one more upsampling (faded, sepia and blurred prints), then the
+        CNN (when enabled)."""
         faces = self.detect_hog(rgb)
+        if not faces and max(rgb.shape[:2]) * 2 ** (self.upsample + 1) <= 4 * self.hog_max_side:
+            faces = self.detect_hog(equalised(rgb), upsample=self.upsample + 1)
         if not faces and self.cnn_fallback:
             faces = self.detect_cnn(rgb)
         return faces

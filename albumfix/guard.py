@@ -1,0 +1,109 @@
+"""Do no harm: every restored face is checked in its photo before it is kept.
+
+A restoration is refused, or pasted at a lower strength, when it moves the face away from its
+person or makes it less sharp than the input:
+- identity: the identity embedding of the pasted face (the analyser's embedder, at the face's own
+  landmarks, in the photo) against the person's references (the exemplars that guided it); with
+  no reference, against the input face itself. With references the pasted face must not be
+  farther from them than the input was (plus REFERENCE_TOLERANCE, descriptor noise); without,
+  it must stay within SELF_DISTANCE of the input (cosine distances of unit embeddings);
+- sharpness: the band-energy sharpness of `albumfix.faces.quality` (inner face, 256-px analysis
+  crop) of the pasted face must be at least `min_sharpness_ratio` times the input's.
+Strengths are tried from the requested one down (`STRENGTH_STEPS`); the first that passes is
+kept, else the original face stays (strength 0). Every decision is recorded (`GuardResult`).
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+
+STRENGTH_STEPS = (1.0, 0.6, 0.3)
+SELF_DISTANCE = {"dlib": 0.035, "arcface": 0.3}
+REFERENCE_TOLERANCE = {"dlib": 0.005, "arcface": 0.04}  # descriptor noise allowed beyond the input's distance
+MIN_SHARPNESS_RATIO = 0.9
+
+
+@dataclass
+class GuardResult:
+    """The guard's decision for one face. strength: what was kept (0: the original face);
+    reason: "" when the restoration passed at the requested strength, else why it was lowered;
+    identity_input / identity_output: cosine distance to the references (or, without references,
+    0 and the distance to the input); sharpness_input / sharpness_output: band sharpness."""
+
+    strength: float
+    reason: str
+    identity_input: float
+    identity_output: float
+    sharpness_input: float
+    sharpness_output: float
+
+    def to_json(self) -> dict:
+        return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in asdict(self).items()}
+
+
+def _cosine(a: np.ndarray, refs: np.ndarray) -> float:
+    """Mean cosine distance of unit vector a (D,) to unit rows refs (K, D)."""
+    return float(np.mean(1.0 - refs @ a))
+
+
+def inner_sharpness(rgb: np.ndarray, landmarks: np.ndarray) -> float:
+    """Band sharpness of a face in its photo. rgb: (H, W, 3) uint8; landmarks: (68, 2) photo px."""
+    from albumfix.faces.align import ffhq_transform, landmarks_to_crop, warp_to_crop
+    from albumfix.faces.quality import ANALYSIS_SIZE, band_sharpness, inner_face_mask
+
+    import cv2
+
+    t = ffhq_transform(landmarks, ANALYSIS_SIZE)
+    crop = cv2.cvtColor(warp_to_crop(rgb, t, border="reflect"), cv2.COLOR_RGB2GRAY).astype(np.float32)
+    return band_sharpness(crop, inner_face_mask(landmarks_to_crop(landmarks, t), ANALYSIS_SIZE))
+
+
+def guard_face(
+    paste: Callable[[float], np.ndarray],
+    to_rgb: Callable[[np.ndarray], np.ndarray],
+    embed: Callable[[np.ndarray], np.ndarray],
+    original_rgb: np.ndarray,
+    landmarks: np.ndarray,
+    input_embedding: np.ndarray,
+    references: Sequence[np.ndarray],
+    strength: float,
+    space: str = "dlib",
+    min_sharpness_ratio: float = MIN_SHARPNESS_RATIO,
+) -> tuple[np.ndarray | None, GuardResult]:
+    """Paste one face at the highest safe strength.
+
+    paste(s): the photo pixels with the face pasted at strength s; to_rgb: those pixels as
+    (H, W, 3) uint8 RGB; embed(rgb): (D,) unit embedding of the face at its landmarks in rgb;
+    original_rgb: the photo before pasting (H, W, 3) uint8; landmarks: (68, 2) photo px;
+    input_embedding: the face's stored (D,) unit embedding; references: (D,) unit embeddings of
+    the person's faces that guided it ([] when unguided). Returns (pixels or None to keep the
+    original, GuardResult).
+    """
+    refs = np.stack(references) if len(references) else None
+    ident_in = _cosine(input_embedding, refs) if refs is not None else 0.0
+    sharp_in = inner_sharpness(original_rgb, landmarks)
+    if refs is not None:
+        limit = ident_in + REFERENCE_TOLERANCE.get(space, REFERENCE_TOLERANCE["dlib"])
+    else:
+        limit = SELF_DISTANCE.get(space, SELF_DISTANCE["dlib"])
+    target = refs if refs is not None else input_embedding[None]
+    reason = ""
+    last = (ident_in, sharp_in)
+    for s in [strength] + [x for x in STRENGTH_STEPS if x < strength]:
+        pixels = paste(s)
+        rgb = to_rgb(pixels)
+        ident_out = _cosine(embed(rgb), target)
+        sharp_out = inner_sharpness(rgb, landmarks)
+        last = (ident_out, sharp_out)
+        problems = []
+        if ident_out > limit:
+            problems.append(f"identity {ident_out:.3f} > {limit:.3f}"
+                            + (" (references)" if refs is not None else " (to the input)"))
+        if sharp_out < min_sharpness_ratio * sharp_in:
+            problems.append(f"sharpness {sharp_out:.2f} < {min_sharpness_ratio:g} x input {sharp_in:.2f}")
+        if not problems:
+            return pixels, GuardResult(s, reason, ident_in, ident_out, sharp_in, sharp_out)
+        reason = f"at strength {s:g}: " + "; ".join(problems)
+    return None, GuardResult(0.0, reason + "; original face kept", ident_in, last[0], sharp_in, last[1])

@@ -1,0 +1,71 @@
+"""Do no harm (albumfix.guard): a restored face that moves away from its person or blurs it is
+pasted at a lower strength or not at all. Real photos, real dlib embeddings, real paste-back."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from conftest import SAMPLE_ALBUM
+
+
+@pytest.fixture(scope="module")
+def faces():
+    """(photo rgb, face) for the podium photo and for a face of another person (group photo)."""
+    from albumfix.album.imageio import decode
+    from albumfix.faces.backends import create_analyzer
+
+    analyzer = create_analyzer("dlib", "dlib", cnn_fallback=False)
+    podium = decode(SAMPLE_ALBUM / "2009/podium.jpg").rgb8()
+    group = decode(SAMPLE_ALBUM / "1975/group.png").rgb8()
+    return analyzer, (podium, analyzer.analyse(podium)[0]), (group, analyzer.analyse(group)[0])
+
+
+def _guard(analyzer, rgb, face, restored, references=()):
+    from albumfix.faces.align import ffhq_transform
+    from albumfix.faces.backends import FaceBox
+    from albumfix.guard import guard_face
+    from albumfix.restore.blend import paste_face
+
+    t = ffhq_transform(face.landmarks, restored.shape[0])
+    box = FaceBox(face.box, 1.0, None, "test")
+    return guard_face(lambda s: paste_face(rgb, restored, t, face.landmarks, strength=s),
+                      lambda px: px, lambda img: analyzer.embedding_part.embed(img, [box], [face.landmarks])[0],
+                      rgb, face.landmarks, face.embedding, list(references), 1.0)
+
+
+def _aligned(rgb, face, size=128):
+    from albumfix.faces.align import ffhq_transform, warp_to_crop
+
+    return warp_to_crop(rgb, ffhq_transform(face.landmarks, size), border="reflect")
+
+
+def test_a_faithful_restoration_is_kept_at_full_strength(faces):
+    analyzer, (rgb, face), _ = faces
+    pixels, result = _guard(analyzer, rgb, face, _aligned(rgb, face, 512))
+    assert result.strength == 1.0 and result.reason == "" and pixels is not None
+
+
+def test_another_persons_face_is_never_pasted_at_full_strength(faces):
+    analyzer, (rgb, face), (group, other) = faces
+    pixels, result = _guard(analyzer, rgb, face, _aligned(group, other, 256))
+    assert result.strength < 1.0 and "identity" in result.reason
+    if pixels is None:
+        assert "original face kept" in result.reason
+
+
+def test_a_blurred_restoration_is_refused_for_sharpness(faces):
+    analyzer, (rgb, face), _ = faces
+    blurred = cv2.GaussianBlur(_aligned(rgb, face, 512), (0, 0), 3.0)
+    pixels, result = _guard(analyzer, rgb, face, blurred)
+    assert result.strength < 1.0 and "sharpness" in result.reason
+    assert result.sharpness_output < result.sharpness_input
+
+
+def test_with_references_the_face_must_not_move_away_from_them(faces):
+    analyzer, (rgb, face), (group, other) = faces
+    # the person's reference is the face itself: a faithful paste stays as near as the input
+    pixels, result = _guard(analyzer, rgb, face, _aligned(rgb, face, 512), references=[face.embedding])
+    assert result.strength == 1.0
+    pixels, result = _guard(analyzer, rgb, face, _aligned(group, other, 256), references=[face.embedding])
+    assert result.strength < 1.0 and "(references)" in result.reason

@@ -1,0 +1,72 @@
+"""The album-wide margin rule that verifies a degraded face's person (albumfix.people.verify)."""
+from __future__ import annotations
+
+import numpy as np
+
+from albumfix.people.verify import CALIBRATIONS, verify_people
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    return v / np.linalg.norm(v, axis=-1, keepdims=True)
+
+
+def _at_distance(anchor: np.ndarray, cosine: float, rng: np.random.Generator) -> np.ndarray:
+    """A unit vector at exactly `cosine` distance from unit `anchor`."""
+    other = rng.normal(size=anchor.shape)
+    other = _unit(other - (other @ anchor) * anchor)
+    c = 1.0 - cosine
+    return c * anchor + np.sqrt(1.0 - c * c) * other
+
+
+def _album(rng, d_a: float, d_b: float):
+    """A query and two people of three faces each, the query at d_a from A's faces, d_b from B's."""
+    query = _unit(rng.normal(size=128))
+    faces = [_at_distance(query, d_a, rng) for _ in range(3)] + [_at_distance(query, d_b, rng) for _ in range(3)]
+    return query, np.stack(faces), ["pa1", "pa2", "pa3", "pb1", "pb2", "pb3"], ["A"] * 3 + ["B"] * 3
+
+
+def test_nearest_person_is_accepted_with_a_clear_margin():
+    rng = np.random.default_rng(0)
+    query, faces, photos, people = _album(rng, 0.09, 0.14)
+    (v,) = verify_people(query[None], ["q"], faces, photos, people)
+    assert v.person == "A" and abs(v.distance - 0.09) < 1e-9 and abs(v.runner_up - 0.14) < 1e-9
+
+
+def test_two_people_about_as_near_are_refused():
+    cal = CALIBRATIONS["dlib"]
+    rng = np.random.default_rng(1)
+    query, faces, photos, people = _album(rng, 0.09, 0.09 + cal.margin / 2)
+    (v,) = verify_people(query[None], ["q"], faces, photos, people)
+    assert v.person is None and "about as near" in v.reason
+
+
+def test_a_person_beyond_the_gate_is_refused_even_when_alone():
+    cal = CALIBRATIONS["dlib"]
+    rng = np.random.default_rng(2)
+    query = _unit(rng.normal(size=128))
+    faces = np.stack([_at_distance(query, cal.gate + 0.01, rng) for _ in range(2)])
+    (v,) = verify_people(query[None], ["q"], faces, ["p1", "p2"], ["A", "A"])
+    assert v.person is None and "gate" in v.reason
+    faces = np.stack([_at_distance(query, cal.gate - 0.01, rng) for _ in range(2)])
+    (v,) = verify_people(query[None], ["q"], faces, ["p1", "p2"], ["A", "A"])
+    assert v.person == "A" and v.runner_up == float("inf")
+
+
+def test_faces_of_the_query_photo_never_count():
+    rng = np.random.default_rng(3)
+    query, faces, photos, people = _album(rng, 0.05, 0.10)
+    photos = ["q"] * 3 + photos[3:]  # A's faces all sit in the query's own photo
+    (v,) = verify_people(query[None], ["q"], faces, photos, people)
+    assert v.person == "B"
+    (v,) = verify_people(query[None], ["q"], faces, ["q"] * 6, people)
+    assert v.person is None and "outside this photo" in v.reason
+
+
+def test_person_distance_is_the_mean_of_its_nearest_faces():
+    cal = CALIBRATIONS["dlib"]
+    rng = np.random.default_rng(4)
+    query = _unit(rng.normal(size=128))
+    near = [0.05, 0.06, 0.07]
+    faces = np.stack([_at_distance(query, d, rng) for d in near + [0.5] * 4])
+    (v,) = verify_people(query[None], ["q"], faces, [f"p{i}" for i in range(7)], ["A"] * 7)
+    assert cal.nearest == 3 and abs(v.distance - np.mean(near)) < 1e-9
