@@ -27,11 +27,11 @@ import numpy as np
 import torch
 
 from albumfix.album.imageio import ImageDecodeError, decode
+from albumfix.album.scan import photo_suffixes
 from albumfix.faces.backends.dlib_backend import DlibModels, face_shapes
 from albumfix.faces.backends.dlib_resnet import embed_chips, face_chips, load_dlib_resnet
 
 REPO = Path(__file__).resolve().parents[1]
-IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp"}
 
 
 @dataclass
@@ -55,7 +55,8 @@ def album_chips(folders: list[Path], limit: int, models: DlibModels) -> tuple[np
     difference of the port to dlib's own align-and-describe path on those photos."""
     detector, landmarker, resnet = models.detector(cnn_fallback=False), models.landmarker(), models.resnet()
     chips, worst = [], 0.0
-    photos = sorted(p for folder in folders for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTS)
+    suffixes = photo_suffixes()
+    photos = sorted(p for folder in folders for p in folder.rglob("*") if p.suffix.lower() in suffixes)
     for path in photos:
         if sum(len(c) for c in chips) >= limit:
             break
@@ -68,7 +69,8 @@ def album_chips(folders: list[Path], limit: int, models: DlibModels) -> tuple[np
             continue
         landmarks = landmarker.landmarks(rgb, boxes)
         found = face_chips(rgb, landmarks)
-        theirs = descriptors(resnet.compute_face_descriptor(rgb, face_shapes([b.box for b in boxes], landmarks)))
+        shapes = face_shapes([b.box for b in boxes], landmarks)
+        theirs = descriptors(resnet.compute_face_descriptor(rgb, shapes))
         worst = max(worst, float(np.abs(embed_chips(found) - theirs).max()))
         chips.append(found)
     if not chips:
@@ -81,7 +83,10 @@ def cycle(chips: np.ndarray, count: int) -> np.ndarray:
     return chips[np.arange(count) % len(chips)]
 
 
-def contenders(chips: np.ndarray, batch: int, models: DlibModels) -> list[tuple[str, int, Callable[[], None]]]:
+Contender = tuple[str, int, Callable[[], object]]
+
+
+def contenders(chips: np.ndarray, batch: int, models: DlibModels) -> list[Contender]:
     """(engine, batch, run) per row; each run embeds every chip once."""
     resnet = models.resnet()
     batches = [chips[i:i + batch] for i in range(0, len(chips), batch)]
@@ -121,7 +126,8 @@ def print_table(rows: list[Row]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("folders", nargs="*", type=Path, default=[REPO / "sample_album"])
     parser.add_argument("--chips", type=int, default=64, help="chips per timing row")
     parser.add_argument("--batch", type=int, default=32)

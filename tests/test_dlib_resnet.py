@@ -8,6 +8,8 @@ faces of the sample album, at most 4.4e-7 on the generated chips except the all-
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -19,6 +21,7 @@ from albumfix.faces.backends.dlib_resnet import (
     AddPrev,
     Affine,
     Conv,
+    DlibResNet,
     DlibStream,
     FullyConnected,
     Pool,
@@ -134,6 +137,17 @@ def test_truncated_extended_or_foreign_files_are_refused(tmp_path):
     patched[data.index(b"con_4")] = ord("C")  # "Con_4": a layer type the parser does not know
     with pytest.raises(ValueError, match="unsupported layer 'Con_4'"):
         parse_dlib_net(bytes(patched))
+
+
+def test_records_that_do_not_form_dlibs_resnet_are_refused(net):
+    nesting = list(net.nesting)
+    tag = nesting.index(1)
+    nesting[tag - 1], nesting[tag] = 1, 2  # the first skip one layer further out
+    with pytest.raises(ValueError, match="tag and skip"):
+        DlibResNet(replace(net, nesting=tuple(nesting)))
+    without_a_relu = net.layers[:6] + net.layers[7:]
+    with pytest.raises(ValueError, match="not a residual block"):
+        DlibResNet(replace(net, layers=without_a_relu))
 
 
 # ------------------------------------------------------------------ the module against dlib
