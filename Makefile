@@ -48,6 +48,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_restore.py
 	$(PY) benchmarks/bench_analysis.py
 	$(PY) benchmarks/bench_grouping.py
+	$(PY) benchmarks/bench_dlib_resnet.py
 
 dataset: $(STAMP)
 	$(VENV)/bin/albumfix dataset $(DATA)/celeba $(DATA)/lfw --out $(CACHE) --work-dir cache

@@ -4,7 +4,9 @@ An analyzer is three parts run in order: a detector (boxes, maybe 5 key points),
 (68 iBUG points per box) and an embedder (identity vector per face). Parts:
 
 - dlib (embedded default, offline): HOG detector with an MMOD CNN fallback, 68-point shape
-  predictor, 128-d ResNet embedding; files from the ``face_recognition_models`` package.
+  predictor, 128-d ResNet embedding; files from the ``face_recognition_models`` package. The
+  ResNet also runs as a torch module read from the same file (``dlib_resnet``: batched, any
+  device, differentiable; ``TorchDlibEmbedder``, same embedding space).
 - insightface: SCRFD detector + ArcFace embedding (+ the pack's 68-point 3-D landmark model when
   present) from ``<root>/models/<pack>/*.onnx`` (insightface's own layout, root ~/.insightface).
 - fan: face_alignment's 2D-FAN landmarks from the torch hub cache.

@@ -61,6 +61,17 @@ def _rect(dlib, box: tuple[float, float, float, float]):
     return dlib.rectangle(x0, y0, x1, y1)
 
 
+def face_shapes(boxes: list[tuple[float, float, float, float]], landmarks: list[np.ndarray]):
+    """Photo-px boxes and (68, 2) photo-px landmarks -> dlib.full_object_detections, points
+    rounded to whole px (as dlib's shape predictor gives them)."""
+    dlib = _import_dlib()
+    shapes = dlib.full_object_detections()
+    for box, lm in zip(boxes, landmarks):
+        points = dlib.points([dlib.point(int(round(x)), int(round(y))) for x, y in lm])
+        shapes.append(dlib.full_object_detection(_rect(dlib, box), points))
+    return shapes
+
+
 def _shrink(rgb: np.ndarray, factor: float) -> np.ndarray:
     """(H, W, 3) uint8 -> the same photo scaled by factor <= 1 (area averaging)."""
     if factor >= 1.0:
@@ -227,10 +238,6 @@ class DlibEmbedder:
         """rgb: (H, W, 3) uint8 -> one (128,) float32 unit vector per face."""
         if not faces:
             return []
-        dlib = _import_dlib()
-        shapes = dlib.full_object_detections()
-        for f, lm in zip(faces, landmarks):
-            points = dlib.points([dlib.point(int(round(x)), int(round(y))) for x, y in lm])
-            shapes.append(dlib.full_object_detection(_rect(dlib, f.box), points))
+        shapes = face_shapes([f.box for f in faces], landmarks)
         vectors = self.models.resnet().compute_face_descriptor(rgb, shapes)
         return list(unit_rows(np.array([np.array(v) for v in vectors])))
