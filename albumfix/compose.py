@@ -57,6 +57,7 @@ class Composer:
                 self.file_of_hash.setdefault(hashes[f.relpath], f)
         self.pending: list[_PhotoWork] = []
         self._refs: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self._torch_dlib = None
 
     @property
     def engine(self):
@@ -170,13 +171,28 @@ class Composer:
         face = self.plan.faces[fw.face_id]
         if face.row.embedding is None:
             return paste(settings.strength), None
-        embedder = self.pipeline.analyzer().embedding_part
-        box = FaceBox(tuple(face.row.box), 1.0, None, "stored")
+        embedder = self._guard_embedder(face.row.embedder)
+        # the guard looks at the face's own region only (the crop square), whatever the photo's size
+        x0, y0, x1, y1 = _crop_region(fw.transform, pixels.shape)
+        offset = np.array([x0, y0], np.float32)
+        landmarks = face.row.landmarks - offset
+        box = FaceBox(tuple(np.asarray(face.row.box) - np.tile(offset, 2)), 1.0, None, "stored")
         refs = [self.plan.faces[c.face_id].row.embedding for c in face.exemplars]
-        to_rgb = lambda px: replace(w.photo, pixels=px).rgb8()  # noqa: E731
-        return guard_face(paste, to_rgb, lambda rgb: embedder.embed(rgb, [box], [face.row.landmarks])[0],
-                          to_rgb(pixels), face.row.landmarks, face.row.embedding,
+        to_rgb = lambda px: replace(w.photo, pixels=px[y0:y1, x0:x1]).rgb8()  # noqa: E731
+        return guard_face(paste, to_rgb, lambda rgb: embedder.embed(rgb, [box], [landmarks])[0],
+                          to_rgb(pixels), landmarks, face.row.embedding,
                           [r for r in refs if r is not None], settings.strength, space=face.row.embedder)
+
+    def _guard_embedder(self, space: str):
+        """The embedder of the guard's identity checks: the torch port of dlib's network for the
+        dlib space (the same descriptors, several times faster than dlib), else the analyser's."""
+        if space != "dlib":
+            return self.pipeline.analyzer().embedding_part
+        if self._torch_dlib is None:
+            from albumfix.faces.backends.dlib_resnet import TorchDlibEmbedder
+
+            self._torch_dlib = TorchDlibEmbedder()
+        return self._torch_dlib
 
     @staticmethod
     def _write_image(path: Path, rgb: np.ndarray) -> None:
@@ -185,6 +201,17 @@ class Composer:
         buf = io.BytesIO()
         Image.fromarray(rgb).save(buf, format="JPEG" if path.suffix == ".jpg" else "PNG", quality=90)
         atomic_write_bytes(path, buf.getvalue())
+
+
+def _crop_region(transform, shape: tuple[int, ...]) -> tuple[int, int, int, int]:
+    """Photo box (x0, y0, x1, y1), end exclusive, clipped, of an aligned crop's square."""
+    from albumfix.faces.align import landmarks_to_photo
+
+    s = transform.size
+    corners = landmarks_to_photo(np.array([[0, 0], [0, s], [s, s], [s, 0]], np.float32) - 0.5, transform)
+    x0, y0 = np.maximum(np.floor(corners.min(axis=0)).astype(int), 0)
+    x1, y1 = np.ceil(corners.max(axis=0)).astype(int) + 1
+    return int(x0), int(y0), int(min(x1, shape[1])), int(min(y1, shape[0]))
 
 
 def _thumb(strip: np.ndarray) -> np.ndarray:

@@ -98,6 +98,8 @@ def build_plan(ix: AlbumIndex, faces: list[FaceRow], settings: Settings, progres
         plans[row.face_id] = FacePlan(row, decision.action, decision.reason, usable)
     _group(ix, plans)
     _verify(plans)
+    ix.replace_automatic_assignments({fid: p.person for fid, p in plans.items()
+                                      if p.person is not None and not p.confirmed})
     _choose(plans, settings.exemplars)
     progress.advance(len(faces))
     return Plan(plans, ix.person_names())
@@ -131,9 +133,6 @@ def _group(ix: AlbumIndex, plans: dict[str, FacePlan]) -> None:
     for fid, person in labels.items():
         plans[fid].person = person
         plans[fid].confirmed = fid in overrides.pinned
-    ix.replace_automatic_assignments(
-        {fid: pid for fid, pid in labels.items() if pid is not None and not stored.get(fid, ("", False))[1]}
-    )
 
 
 def _verify(plans: dict[str, FacePlan]) -> None:
@@ -159,13 +158,18 @@ def _verify(plans: dict[str, FacePlan]) -> None:
 
 
 def _verify_each(queries: list[FacePlan], members: list[FacePlan], space: str, verify_people):
-    """verify_people for each query against every face that has a person (a query's own row
-    sits in its own photo, which never counts)."""
+    """verify_people for each query against the usable faces clearly better than it (a query's
+    own row sits in its own photo, which never counts)."""
+    from albumfix.faces.quality import FaceQuality, clearly_better
+
     if not queries:
         return []
+    quality = {id(m): FaceQuality(**m.row.quality) for m in members}
+    allowed = np.array([[m.exemplar_eligible and clearly_better(quality[id(m)], quality[id(q)]) for m in members]
+                        for q in queries])
     return verify_people(np.stack([q.row.embedding for q in queries]), [q.row.content_hash for q in queries],
                          np.stack([m.row.embedding for m in members]), [m.row.content_hash for m in members],
-                         [m.person for m in members], space=space)
+                         [m.person for m in members], space=space, allowed=allowed)
 
 
 def _choose(plans: dict[str, FacePlan], k: int) -> None:

@@ -79,7 +79,8 @@ def test_people_commands_edit_and_persist(album_copy, analysed_index, tmp_path):
     assert unknown.returncode == 2 and "no person" in unknown.stderr
 
 
-def test_confirmed_person_guides_a_face_the_identity_gate_refused(album_copy, analysed_index, tmp_path):
+def test_faded_print_is_verified_guided_and_never_guides_and_the_user_still_decides(album_copy, analysed_index,
+                                                                                   tmp_path):
     out = seeded_output(analysed_index, tmp_path / "out")
 
     def faces() -> dict[str, dict]:
@@ -87,18 +88,29 @@ def test_confirmed_person_guides_a_face_the_identity_gate_refused(album_copy, an
         assert scan.returncode == 0, scan.stderr
         return {p["path"]: f for p in json.loads(scan.stdout)["photos"] for f in p["faces"]}
 
+    sharp_ids = lambda fs: ([fs["2009/podium.jpg"]["id"]], [fs["2009/oval office.jpg"]["id"]])  # noqa: E731
     before = faces()
     old, sharp = before["1998/old print.jpg"], before["2009/podium.jpg"]
-    # the faded print's embedding is too far from its own sharp photos for the automatic gate
-    assert old["action"] == "restore" and old["exemplars"] == [] and not old["person_confirmed"]
-    assert old["person"] != sharp["person"] and "people merge" in old["reason"]
-    merged = run_cli("people", "merge", str(album_copy), sharp["person"], old["person"], "-o", str(out))
+    # the faded print is too far from its own sharp photos for the grouping threshold, but the
+    # album-wide margin rule verifies it against them: it joins its person and is guided
+    assert old["action"] == "restore" and not old["person_confirmed"]
+    assert old["person"] == sharp["person"]
+    assert [e["face"] for e in old["exemplars"]][:1] in sharp_ids(before)
+    # a damaged face never guides another face
+    assert all(e["face"] != old["id"] for f in before.values() for e in f["exemplars"])
+    # the user says it is someone else: it is restored without guidance
+    split = run_cli("people", "split", str(album_copy), old["person"], old["id"], "-o", str(out))
+    assert split.returncode == 0, split.stderr
+    after = faces()["1998/old print.jpg"]
+    assert after["person_confirmed"] and after["person"] != sharp["person"] and after["exemplars"] == []
+    assert "people merge" in after["reason"]
+    # and merged back, it is guided by that person's photos again
+    merged = run_cli("people", "merge", str(album_copy), sharp["person"], after["person"], "-o", str(out))
     assert merged.returncode == 0, merged.stderr
-    after = faces()
-    old = after["1998/old print.jpg"]
+    final = faces()
+    old = final["1998/old print.jpg"]
     assert old["person_confirmed"] and old["person"] == sharp["person"]
-    assert [e["face"] for e in old["exemplars"]][:1] in ([after["2009/podium.jpg"]["id"]],
-                                                          [after["2009/oval office.jpg"]["id"]])
+    assert [e["face"] for e in old["exemplars"]][:1] in sharp_ids(final)
 
 
 def test_models_and_doctor_json():

@@ -60,6 +60,9 @@ def test_faces_of_the_query_photo_never_count():
     assert v.person == "B"
     (v,) = verify_people(query[None], ["q"], faces, ["q"] * 6, people)
     assert v.person is None and "outside this photo" in v.reason
+    allowed = np.array([[True, True, True, False, False, False]])  # only A may be compared with
+    (v,) = verify_people(query[None], ["q"], faces, photos, people, allowed=allowed)
+    assert v.person is None
 
 
 def test_person_distance_is_the_mean_of_its_nearest_faces():

@@ -61,13 +61,16 @@ def verify_people(
     face_photos: Sequence[str],
     face_people: Sequence[str],
     space: str = "dlib",
+    allowed: np.ndarray | None = None,
 ) -> list[Verification]:
     """Verify each query face against the people of the album.
 
     queries: (Q, D) unit embeddings; query_photos: (Q,) photo ids; faces: (N, D) unit embeddings
-    of the faces with a person; face_photos, face_people: (N,) their photo and person ids. A
-    query that is itself among `faces` must be left out by the caller or sits in its own photo
-    (never counted). Returns one Verification per query.
+    of the faces with a person; face_photos, face_people: (N,) their photo and person ids;
+    allowed: (Q, N) bool, the faces each query may be compared with (the caller passes the faces
+    clearly better than the query: two damaged faces are no evidence of one person); None: all.
+    A query that is itself among `faces` sits in its own photo, which never counts. Returns one
+    Verification per query.
     """
     cal = CALIBRATIONS.get(space, CALIBRATIONS["dlib"])
     people = sorted(set(face_people))
@@ -79,6 +82,8 @@ def verify_people(
     same_photo = np.array(query_photos)[:, None] == np.array(face_photos)[None, :]  # (Q, N)
     dist = 1.0 - np.asarray(queries, np.float64) @ np.asarray(faces, np.float64).T  # (Q, N)
     dist[same_photo] = np.inf
+    if allowed is not None:
+        dist[~np.asarray(allowed, bool)] = np.inf
     per_person = np.full((len(queries), len(people)), np.inf)
     for j in range(len(people)):
         d = np.sort(dist[:, member[j]], axis=1)[:, :cal.nearest]
@@ -91,7 +96,7 @@ def verify_people(
         best = float(row[order[0]])
         second = float(row[order[1]]) if len(order) > 1 else float("inf")
         if not np.isfinite(best):
-            out.append(Verification(None, best, second, "no person outside this photo"))
+            out.append(Verification(None, best, second, "no clearly better face of anyone outside this photo"))
         elif best > cal.gate:
             out.append(Verification(None, best, second, f"nearest person at {best:.3f} > gate {cal.gate:g}"))
         elif second - best < cal.margin:

@@ -288,7 +288,8 @@ class GlobalTone(nn.Module):
         nn.init.zeros_(self.mlp[-1].weight)
         nn.init.zeros_(self.mlp[-1].bias)
 
-    def forward(self, lq: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+    def affine(self, lq: torch.Tensor, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(gain, offset), each (B, 3, 1, 1) float32: the correction is lq * (1 + gain) + offset."""
         with autocast_off(lq.device):
             image, features = lq.float(), features.float()
             pixels = image.flatten(2)  # (B, 3, S*S)
@@ -296,7 +297,11 @@ class GlobalTone(nn.Module):
             stats = torch.cat([pixels.mean(2), pixels.std(2), levels.permute(1, 0, 2).flatten(1),
                                features.mean((2, 3)), features.std((2, 3))], 1)
             gain, offset = self.mlp(stats).chunk(2, dim=1)
-            return (image * (1 + gain[..., None, None]) + offset[..., None, None]).to(lq.dtype)
+            return gain[..., None, None], offset[..., None, None]
+
+    def forward(self, lq: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+        gain, offset = self.affine(lq, features)
+        return (lq.float() * (1 + gain) + offset).to(lq.dtype)
 
 
 def decoder(channels: int, mid: int) -> nn.Sequential:
@@ -323,7 +328,15 @@ class ASFFNet(nn.Module):
     landmarks (B, 68, 2) float (x, y) crop px (iBUG order). Returns (B, 3, S, S) in [-1, 1]:
     the decoder's output, or with `config.residual` lq (tone-corrected with `config.tone_head`)
     + decoder output, clamped.
+
+    keep_tone (default True; only with a tone head): the output keeps the print's own tone.
+    The head's gain and offset (which undo fading) are inverted on the output, so it is
+    lq + correction / (1 + gain): the restored detail at the input's contrast, never a face
+    un-faded alone in a faded photo. False: the output is un-faded (lq * (1 + gain) + offset +
+    correction), as the shipped weights were trained.
     """
+
+    keep_tone: bool = True
 
     def __init__(self, config: ASFFNetConfig) -> None:
         super().__init__()
@@ -396,6 +409,10 @@ class ASFFNet(nn.Module):
             x = layer(x, guidance, mask_feat)
         out = self.UpModel(self.MSDilate(x) + lq_feat)
         if self.config.residual:
-            base = self.tone(lq, lq_feat) if self.config.tone_head else lq
-            out = (base + out).clamp(-1.0, 1.0)
+            if self.config.tone_head and self.keep_tone:
+                gain, _ = self.tone.affine(lq, lq_feat)
+                out = lq + out / (1 + gain).to(out.dtype)
+            else:
+                out = (self.tone(lq, lq_feat) if self.config.tone_head else lq) + out
+            out = out.clamp(-1.0, 1.0)
         return out
