@@ -13,9 +13,11 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 from albumfix.faces.landmarks import MIRROR_68, mirror_landmarks
 from albumfix.restore import ASFFNetConfig, WeightsError, create_model, register_config
+from albumfix.restore.layers import SNConv2d
 from albumfix.train.dataset import (
     AugmentConfig,
     PairStream,
@@ -162,6 +164,35 @@ def test_restoration_loss_terms_and_discriminator():
     assert float(value.total.detach()) == pytest.approx(sum(value.terms.values()), rel=1e-5)
     with pytest.raises(ValueError):
         restoration_loss(x, x, LossWeights(adversarial=0.1))
+
+
+def test_discriminator_power_iteration_runs_in_fp32_under_autocast(monkeypatch):
+    """On CUDA autocast runs torch.mv in bf16/fp16; spectral norm must run with autocast off."""
+    calls = []
+    mv = torch.mv
+
+    def recording_mv(matrix, vector):
+        calls.append((torch.is_autocast_enabled("cpu"), matrix.dtype, vector.dtype))
+        return mv(matrix, vector)
+
+    disc = PatchDiscriminator(width=8).train()
+    monkeypatch.setattr(torch, "mv", recording_mv)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = disc(torch.rand(2, 3, 32, 32) * 2 - 1)
+    assert logits.shape == (2, 1, 4, 4)
+    assert len(calls) >= 2 * 5  # a power iteration and a sigma per layer
+    assert set(calls) == {(False, torch.float32, torch.float32)}
+
+
+def test_discriminator_keeps_the_state_dict_layout_of_torch_spectral_norm():
+    """Checkpoints written while the discriminator used nn.utils.spectral_norm still resume."""
+    layers = [m for m in PatchDiscriminator(width=8).net if isinstance(m, SNConv2d)]
+    assert len(layers) == 5
+    for layer in layers:
+        reference = nn.utils.spectral_norm(nn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size,
+                                                     layer.stride, layer.padding))
+        expected = {k: v.shape for k, v in reference.state_dict().items()}
+        assert {k: v.shape for k, v in layer.state_dict().items()} == expected
 
 
 def test_ssim_luma_matches_identity_and_orders_noise():
