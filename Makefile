@@ -13,13 +13,14 @@ STAMP  := $(VENV)/.installed
 DATA   ?= ../shared/data/faces
 CACHE  ?= cache/train-s128.npz
 
-.PHONY: install demo test test-fast bench dataset train eval sample-album clean help
+.PHONY: install demo test test-fast bench bench-gpu dataset train eval sample-album clean help
 
 help:
 	@echo "make demo     set up (if needed) and restore sample_album/ into $(OUT)/"
 	@echo "make test     set up (if needed) and run the whole test suite"
 	@echo "make install  create $(VENV) and install albumfix with its dependencies"
 	@echo "make bench    run the benchmarks (minutes; numbers for notes, not tests)"
+	@echo "make bench-gpu  restoration speed and memory on a CUDA GPU (< 8 min; JSON in runs/bench-gpu/)"
 	@echo "make dataset  build the training cache from $(DATA) (resumable)"
 	@echo "make train    train the shipped default weights (hours on CPU; see MODEL_CARD.md)"
 	@echo "make eval     evaluate the shipped weights on all held-out people (~10 min on 2 cores)"
@@ -49,6 +50,9 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_analysis.py
 	$(PY) benchmarks/bench_grouping.py
 	$(PY) benchmarks/bench_dlib_resnet.py
+
+bench-gpu: $(STAMP)
+	$(PY) benchmarks/bench_gpu.py --out runs/bench-gpu
 
 dataset: $(STAMP)
 	$(VENV)/bin/albumfix dataset $(DATA)/celeba $(DATA)/lfw --out $(CACHE) --work-dir cache

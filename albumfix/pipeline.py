@@ -216,9 +216,9 @@ class Pipeline:
                 self._analyzer = create_analyzer(
                     faces=s.faces, landmarks=s.landmarks,
                     models_dir=str(s.models_dir) if s.models_dir else None,
-                    upsample=s.upsample, cnn_fallback=s.cnn_fallback,
+                    upsample=s.upsample, cnn_fallback=s.cnn_fallback, device=s.device,
                 )
-            except BackendUnavailable as exc:
+            except (BackendUnavailable, ValueError) as exc:  # ValueError: an unknown device name
                 raise FatalError(str(exc)) from exc
         return self._analyzer
 

@@ -75,3 +75,29 @@ def seeded_output(analysed_index: Path, out: Path) -> Path:
     (out / ".albumfix").mkdir(parents=True)
     shutil.copy2(analysed_index, out / ".albumfix" / "index.sqlite")
     return out
+
+
+def fp32_switches() -> dict[str, str]:
+    """torch's fp32 precision switch per backend and op ("ieee", "tf32", "none" = inherited)."""
+    import torch
+
+    return {"cuda.matmul": torch.backends.cuda.matmul.fp32_precision,
+            "cudnn.conv": torch.backends.cudnn.conv.fp32_precision,
+            "mkldnn.matmul": torch.backends.mkldnn.matmul.fp32_precision,
+            "mkldnn.conv": torch.backends.mkldnn.conv.fp32_precision}
+
+
+@pytest.fixture()
+def host_allows_tf32():
+    """The process allows TF32 matmuls, as a host application may (set_float32_matmul_precision
+    "high": cuBLAS and oneDNN matmuls then use TF32); every switch is put back afterwards."""
+    import torch
+
+    legacy, saved = torch.get_float32_matmul_precision(), fp32_switches()
+    torch.set_float32_matmul_precision("high")
+    yield
+    torch.set_float32_matmul_precision(legacy)
+    holders = {"cuda.matmul": torch.backends.cuda.matmul, "cudnn.conv": torch.backends.cudnn.conv,
+               "mkldnn.matmul": torch.backends.mkldnn.matmul, "mkldnn.conv": torch.backends.mkldnn.conv}
+    for name, value in saved.items():
+        holders[name].fp32_precision = value

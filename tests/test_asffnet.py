@@ -206,6 +206,17 @@ def test_adain_gives_content_the_style_statistics() -> None:
     assert half.dtype == torch.bfloat16 and torch.allclose(half.float(), out, atol=0.1)
 
 
+def test_adain_keeps_a_channels_last_layout() -> None:
+    """The engine runs the model channels_last on a GPU; AdaIN keeps the layout (its flatten of a
+    channels_last tensor is a view), so only the warp needed a fix."""
+    g = torch.Generator().manual_seed(1)
+    content, style = torch.randn(2, 6, 8, 8, generator=g), torch.randn(2, 6, 8, 8, generator=g)
+    out = adaptive_instance_norm(content.contiguous(memory_format=torch.channels_last), style)
+    assert out.is_contiguous(memory_format=torch.channels_last) and not out.is_contiguous()
+    assert torch.allclose(out, adaptive_instance_norm(content, style), atol=1e-6)
+    assert adaptive_instance_norm(content, style).is_contiguous()
+
+
 def test_landmark_mask_follows_the_published_rule_at_512() -> None:
     lms = _landmarks(2, 512, 3).numpy()
     lms[0, 20] = (0.5, 100.0)  # x <= 1: not drawn

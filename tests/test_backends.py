@@ -1,5 +1,6 @@
 """Backends: dlib on a real photo; insightface and FAN loading paths end to end with tiny models
-written here in the real file formats (ONNX graphs, a torch state dict); missing-file errors."""
+written here in the real file formats (ONNX graphs, a torch state dict); missing-file errors; the
+device each part runs on (a GPU stood in by onnxruntime's and torch's availability queries)."""
 from __future__ import annotations
 
 import cv2
@@ -10,10 +11,10 @@ import skimage.data
 from onnx import TensorProto, helper, numpy_helper
 
 from albumfix.faces.analyzer import BackendUnavailable
-from albumfix.faces.backends import create_analyzer
+from albumfix.faces.backends import create_analyzer, fan_backend, gpu_index
 from albumfix.faces.backends.fan_backend import FAN_FILE, FanCrop, decode_heatmaps
 from albumfix.faces.landmarks import mirror_landmarks
-from albumfix.faces.backends.insightface_backend import similarity_matrix
+from albumfix.faces.backends.insightface_backend import onnx_providers, similarity_matrix
 
 ASTRONAUT_FACE = (175.0, 76.0, 265.0, 166.0)  # where a person sees the face in skimage's astronaut
 
@@ -291,3 +292,74 @@ def test_missing_fan_weights_say_what_and_where(tmp_path, monkeypatch):
     msg = str(err.value)
     assert FAN_FILE in msg and str(tmp_path / "torch" / "hub" / "checkpoints") in msg and "\n" not in msg
     assert create_analyzer(faces="dlib", landmarks="auto", models_dir=str(tmp_path / "models")).landmarker.name == "dlib"
+
+
+# ------------------------------------------------------------------ devices
+CUDA_AND_CPU = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+
+
+def test_device_names_select_a_gpu_or_none():
+    assert [gpu_index(d) for d in ("auto", "cuda", "cuda:3", "cpu", "mps")] == [0, 0, 3, None, None]
+    for bad in ("gpu", "cuda:", "cuda:x", "tpu"):
+        with pytest.raises(ValueError, match="unknown device"):
+            gpu_index(bad)
+    with pytest.raises(ValueError, match="unknown device"):
+        create_analyzer(faces="dlib", landmarks="dlib", device="tpu")
+
+
+def test_onnx_providers_follow_the_device():
+    cuda = lambda index: ("CUDAExecutionProvider", {"device_id": index, "arena_extend_strategy": "kSameAsRequested"})  # noqa: E731
+    assert onnx_providers("cpu", CUDA_AND_CPU) == ["CPUExecutionProvider"]
+    assert onnx_providers("mps", CUDA_AND_CPU) == ["CPUExecutionProvider"]
+    assert onnx_providers("cuda:1", CUDA_AND_CPU) == [cuda(1), "CPUExecutionProvider"]
+    assert onnx_providers("auto", CUDA_AND_CPU) == [cuda(0), "CPUExecutionProvider"]
+    assert onnx_providers("cuda", ["CPUExecutionProvider"]) == ["CPUExecutionProvider"]  # a CPU-only onnxruntime
+
+
+def test_insightface_sessions_run_on_the_requested_device(tmp_path, monkeypatch):
+    """onnxruntime on a GPU machine (its CUDA provider listed): --device cpu keeps every session
+    off the GPU; --device cuda:1 puts them on GPU 1."""
+    import onnxruntime
+
+    write_pack(tmp_path / "pack")
+    requested = []
+    real_session = onnxruntime.InferenceSession
+
+    def recording_session(path, sess_options=None, providers=None):
+        requested.append(providers)
+        return real_session(path, sess_options=sess_options, providers=["CPUExecutionProvider"])
+
+    monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: CUDA_AND_CPU)
+    monkeypatch.setattr(onnxruntime, "InferenceSession", recording_session)
+    on_cpu = create_analyzer(faces="insightface", models_dir=str(tmp_path / "pack"), device="cpu")
+    assert len(requested) == 3 and all(p == ["CPUExecutionProvider"] for p in requested)
+    assert len(on_cpu.analyse(square_photo()[0])) == 1
+    requested.clear()
+    create_analyzer(faces="insightface", models_dir=str(tmp_path / "pack"), device="CUDA:1")
+    assert len(requested) == 3 and all(p[0][1]["device_id"] == 1 for p in requested)
+
+
+def test_fan_runs_on_the_requested_device(tiny_fan_home, tmp_path, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a GPU machine
+    landmarks = lambda device: create_analyzer(  # noqa: E731
+        faces="dlib", landmarks="fan", models_dir=str(tmp_path / "none"), device=device).landmarker
+    assert landmarks("cpu").device == "cpu"
+    assert next(landmarks("cpu").network.parameters()).device.type == "cpu"
+    loaded = []
+    monkeypatch.setattr(fan_backend, "_load_network", lambda path, mtime, device: loaded.append(device))
+    assert landmarks("cuda:1").device == "cuda:1" and landmarks("auto").device == "cuda"
+    assert loaded == ["cuda:1", "cuda"]
+
+
+def test_the_pipeline_hands_its_device_to_face_analysis(tmp_path, monkeypatch):
+    import albumfix.faces.backends
+    from albumfix.pipeline import Pipeline
+    from albumfix.settings import Settings
+
+    asked = []
+    monkeypatch.setattr(albumfix.faces.backends, "create_analyzer", lambda **kwargs: asked.append(kwargs))
+    (tmp_path / "album").mkdir()
+    Pipeline(tmp_path / "album", Settings(output=tmp_path / "out", device="cuda:1").validate()).analyzer()
+    assert asked[0]["device"] == "cuda:1"

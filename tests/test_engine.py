@@ -1,4 +1,5 @@
-"""RestoreEngine on the CPU with a tiny ASFFNet: shapes, batching, self-guidance, OOM and NaN paths."""
+"""RestoreEngine on the CPU with a tiny ASFFNet: shapes, batching, self-guidance, OOM and NaN
+paths, precision choice per GPU (capability queries stood in), IEEE fp32 and scoped cuDNN flags."""
 from __future__ import annotations
 
 import numpy as np
@@ -15,9 +16,10 @@ from albumfix.restore.engine import (
     RestoreJob,
     images_to_tensor,
     resolve_device,
+    resolve_precision,
     tensor_to_images,
 )
-from conftest import tiny_model_config
+from conftest import fp32_switches, tiny_model_config
 
 TINY = tiny_model_config("engine-test-tiny")
 S = TINY.size
@@ -44,21 +46,24 @@ def make_jobs(n: int, seed: int = 0, with_ref: bool = True) -> list[RestoreJob]:
 
 
 class SmallGpuDouble(nn.Module):
-    """Test double for a device with little memory: raises CUDA out-of-memory for batches larger
-    than `max_batch`, and for the first `failures` calls whatever their size. Records batch sizes."""
+    """Test double for a device with little memory: raises `error` (CUDA out-of-memory by
+    default) for batches larger than `max_batch`, and for the first `failures` calls whatever
+    their size. Records batch sizes."""
 
-    def __init__(self, inner: nn.Module, max_batch: int | None = None, failures: int = 0) -> None:
+    def __init__(self, inner: nn.Module, max_batch: int | None = None, failures: int = 0,
+                 error=lambda: torch.cuda.OutOfMemoryError("CUDA out of memory (test double)")) -> None:
         super().__init__()
         self.inner = inner
         self.config = inner.config
         self.max_batch = max_batch
         self.failures = failures
+        self.error = error
         self.calls: list[int] = []
 
     def forward(self, lq, ref, lq_landmarks, ref_landmarks):
         self.calls.append(lq.shape[0])
         if len(self.calls) <= self.failures or (self.max_batch and lq.shape[0] > self.max_batch):
-            raise torch.cuda.OutOfMemoryError("CUDA out of memory (test double)")
+            raise self.error()
         return self.inner(lq, ref, lq_landmarks, ref_landmarks)
 
 
@@ -172,6 +177,89 @@ def test_out_of_memory_at_batch_one_falls_back_to_cpu(tiny_model):
     hopeless = SmallGpuDouble(tiny_model, failures=10**6)
     with pytest.raises(torch.OutOfMemoryError):
         RestoreEngine(hopeless, device="cpu", batch_size=2).restore(jobs)
+
+
+# Messages as torch 2.x raises them (a RuntimeError each, not torch.OutOfMemoryError).
+ALLOCATION_FAILURES = [
+    "CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling `cublasCreate(handle)`",
+    "cuDNN error: CUDNN_STATUS_ALLOC_FAILED",
+    "CUDA error: out of memory\nCUDA kernel errors might be asynchronously reported at some other API call, "
+    "so the stacktrace below might be incorrect.\nFor debugging consider passing CUDA_LAUNCH_BLOCKING=1",
+]
+OTHER_GPU_FAILURES = [
+    "CUDA error: an illegal memory access was encountered",
+    "cuDNN error: CUDNN_STATUS_EXECUTION_FAILED",
+    "CUDA error: CUBLAS_STATUS_EXECUTION_FAILED when calling `cublasSgemm( handle, opa, opb, m, n, k, ...)`",
+]
+
+
+@pytest.mark.parametrize("message", ALLOCATION_FAILURES)
+def test_library_allocation_failures_halve_the_batch_too(tiny_model, message):
+    jobs = make_jobs(7, seed=4)
+    double = SmallGpuDouble(tiny_model, max_batch=2, error=lambda: RuntimeError(message))
+    results = RestoreEngine(double, device="cpu", batch_size=8).restore(jobs)
+    assert double.calls == [7, 4, 2, 2, 2, 1] and len(results) == 7
+
+
+@pytest.mark.parametrize("message", OTHER_GPU_FAILURES)
+def test_other_gpu_errors_end_the_run_at_once(tiny_model, message):
+    double = SmallGpuDouble(tiny_model, max_batch=2, error=lambda: RuntimeError(message))
+    with pytest.raises(RuntimeError, match="CUDA|cuDNN"):
+        RestoreEngine(double, device="cpu", batch_size=8).restore(make_jobs(7, seed=4))
+    assert double.calls == [7]
+
+
+class GpuStandIn:
+    """torch.cuda's capability query for a machine with a Turing GPU 1 and an Ampere GPU 0,
+    whose is_bf16_supported() says True (as torch's does on every CUDA GPU: it counts emulation)."""
+
+    CAPABILITIES = {0: (8, 0), 1: (7, 5)}
+
+    def __init__(self) -> None:
+        self.asked: list[int] = []
+
+    def get_device_capability(self, device=None):
+        index = torch.device(device).index if device is not None else 0
+        self.asked.append(index)
+        return self.CAPABILITIES[index]
+
+
+def test_auto_precision_follows_the_compute_capability_of_the_engine_device(monkeypatch):
+    gpus = GpuStandIn()
+    monkeypatch.setattr(torch.cuda, "get_device_capability", gpus.get_device_capability)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    assert resolve_precision("auto", torch.device("cuda", 1)) is torch.float16  # Turing: no bf16 cores
+    assert resolve_precision("auto", torch.device("cuda", 0)) is torch.bfloat16
+    assert gpus.asked == [1, 0]  # the device asked about, not the current one
+    for given, dtype in (("fp32", None), ("bf16", torch.bfloat16), ("fp16", torch.float16)):
+        assert resolve_precision(given, torch.device("cuda", 1)) is dtype
+    assert resolve_precision("auto", torch.device("cpu")) is None and gpus.asked == [1, 0]
+    for bad in ("bf61", "FP16", "tf32"):
+        with pytest.raises(ValueError, match="precision must be one of"):
+            resolve_precision(bad, torch.device("cuda", 0))
+
+
+def test_batches_run_in_ieee_fp32_with_reproducible_cudnn_then_the_process_settings_return(
+        tiny_model, host_allows_tf32, monkeypatch):
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", True)  # the host process's own choices
+    monkeypatch.setattr(torch.backends.cudnn, "deterministic", False)
+    host = fp32_switches()
+    cudnn, in_force = torch.backends.cudnn, []
+    engine = RestoreEngine(tiny_model, device="cpu", batch_size=2, precision="fp32")
+    assert torch.backends.cudnn.benchmark  # building an engine changes nothing process-wide
+    hook = tiny_model.register_forward_pre_hook(lambda module, args: in_force.append(
+        dict(fp32_switches(), benchmark=cudnn.benchmark, deterministic=cudnn.deterministic)))
+    try:
+        engine.restore(make_jobs(3, seed=7))
+    finally:
+        hook.remove()
+    assert len(in_force) == 2
+    for seen in in_force:
+        assert seen["mkldnn.matmul"] == "ieee" and seen["mkldnn.conv"] == "ieee"
+        assert not seen["benchmark"] and seen["deterministic"]
+    assert fp32_switches() == host
+    assert torch.backends.cudnn.benchmark and not torch.backends.cudnn.deterministic
 
 
 def test_nan_under_autocast_falls_back_to_fp32(tiny_model):

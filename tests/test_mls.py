@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 
+from albumfix.restore import mls
 from albumfix.restore.mls import (
     landmarks_to_grid,
     mls_affine_grid,
@@ -12,6 +13,7 @@ from albumfix.restore.mls import (
     mls_warp,
     sample_grid,
 )
+from conftest import fp32_switches
 
 
 def _mls_pixel(p: np.ndarray, q: np.ndarray, v: np.ndarray, eps: float, anchor: str) -> np.ndarray:
@@ -172,3 +174,34 @@ def test_warp_under_bf16_autocast_keeps_dtype_and_float32_geometry() -> None:
     assert grid.dtype == torch.float32 and out.dtype == torch.bfloat16
     assert torch.allclose(grid, mls_affine_grid(pt, qt, 16, 16))
     assert torch.allclose(out.float(), reference, atol=0.05)
+
+
+def test_the_mls_solve_runs_in_ieee_fp32_even_when_the_host_allows_tf32(host_allows_tf32, monkeypatch) -> None:
+    """TF32 would move the grid by ~1e-2 px; the solve's matmuls must run with it off, and the
+    process's own setting must come back afterwards."""
+    seen = []
+    solve = mls._solve_2x2
+
+    def recording_solve(a, b):
+        seen.append(fp32_switches()["mkldnn.matmul"])
+        return solve(a, b)
+
+    monkeypatch.setattr(mls, "_solve_2x2", recording_solve)
+    p, q = _face_like_points(np.random.default_rng(8), 51, 16)
+    for anchor in ("src", "dst"):
+        mls_affine_grid(torch.from_numpy(p)[None], torch.from_numpy(q)[None], 16, 16, anchor=anchor)
+    assert seen == ["ieee", "ieee"]
+    assert fp32_switches()["mkldnn.matmul"] == "tf32"
+
+
+@pytest.mark.parametrize("convention", ["published", "exact"])
+def test_warp_keeps_the_features_memory_layout(convention) -> None:
+    rng = np.random.default_rng(9)
+    p, q = _face_like_points(rng, 51, 16)
+    feats = torch.from_numpy(rng.normal(size=(2, 6, 16, 16))).float()
+    pt, qt = torch.from_numpy(np.stack([p, p])), torch.from_numpy(np.stack([q, q]))
+    plain = mls_warp(feats, pt, qt, convention)
+    channels_last = mls_warp(feats.contiguous(memory_format=torch.channels_last), pt, qt, convention)
+    assert plain.is_contiguous()
+    assert channels_last.is_contiguous(memory_format=torch.channels_last) and not channels_last.is_contiguous()
+    assert torch.equal(channels_last, plain)

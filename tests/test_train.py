@@ -7,15 +7,19 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import replace
+import warnings
+from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
+import albumfix.restore
 from albumfix.faces.landmarks import MIRROR_68, mirror_landmarks
 from albumfix.restore import ASFFNetConfig, WeightsError, create_model, register_config
+from albumfix.restore.layers import SNConv2d
 from albumfix.train.dataset import (
     AugmentConfig,
     PairStream,
@@ -40,13 +44,19 @@ from albumfix.train.losses import (
     ssim,
 )
 from albumfix.train.trainer import (
+    GPU_DATA_WORKERS,
     TrainConfig,
+    _build_state,
     apply_overrides,
+    data_workers,
+    load_checkpoint,
     load_initial_weights,
     load_train_config,
     lr_factor,
+    save_checkpoint,
     train,
 )
+from conftest import fp32_switches
 
 TINY = register_config(ASFFNetConfig(
     name="test-tiny32", size=32, extractor_widths=(8, 8, 16), feature_channels=8, mask_widths=(4, 4, 4),
@@ -162,6 +172,35 @@ def test_restoration_loss_terms_and_discriminator():
     assert float(value.total.detach()) == pytest.approx(sum(value.terms.values()), rel=1e-5)
     with pytest.raises(ValueError):
         restoration_loss(x, x, LossWeights(adversarial=0.1))
+
+
+def test_discriminator_power_iteration_runs_in_fp32_under_autocast(monkeypatch):
+    """On CUDA autocast runs torch.mv in bf16/fp16; spectral norm must run with autocast off."""
+    calls = []
+    mv = torch.mv
+
+    def recording_mv(matrix, vector):
+        calls.append((torch.is_autocast_enabled("cpu"), matrix.dtype, vector.dtype))
+        return mv(matrix, vector)
+
+    disc = PatchDiscriminator(width=8).train()
+    monkeypatch.setattr(torch, "mv", recording_mv)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = disc(torch.rand(2, 3, 32, 32) * 2 - 1)
+    assert logits.shape == (2, 1, 4, 4)
+    assert len(calls) >= 2 * 5  # a power iteration and a sigma per layer
+    assert set(calls) == {(False, torch.float32, torch.float32)}
+
+
+def test_discriminator_keeps_the_state_dict_layout_of_torch_spectral_norm():
+    """Checkpoints written while the discriminator used nn.utils.spectral_norm still resume."""
+    layers = [m for m in PatchDiscriminator(width=8).net if isinstance(m, SNConv2d)]
+    assert len(layers) == 5
+    for layer in layers:
+        reference = nn.utils.spectral_norm(nn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size,
+                                                     layer.stride, layer.padding))
+        expected = {k: v.shape for k, v in reference.state_dict().items()}
+        assert {k: v.shape for k, v in layer.state_dict().items()} == expected
 
 
 def test_ssim_luma_matches_identity_and_orders_noise():
@@ -305,3 +344,134 @@ def test_fine_tuning_starts_from_weights_and_keeps_a_new_head_fresh(tmp_path):
         load_initial_weights(create_model(residual.name), tuned.weights)
     with pytest.raises(WeightsError, match="retrain"):  # trained as a residual model, TINY is not
         load_initial_weights(create_model(TINY.name), source.weights)
+
+
+@dataclass
+class ForwardSeen:
+    """What was in force during one model forward."""
+
+    training: bool
+    autocast: torch.dtype | None  # None: autocast off
+    cpu_matmul: str  # the oneDNN matmul fp32 switch
+
+
+def record_forwards(monkeypatch) -> list[ForwardSeen]:
+    """Every model create_model builds from now on (trainer, EMA, evaluator) records its forwards."""
+    seen: list[ForwardSeen] = []
+    create = albumfix.restore.create_model
+
+    def hook(module, args):
+        dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else None
+        seen.append(ForwardSeen(module.training, dtype, fp32_switches()["mkldnn.matmul"]))
+
+    def recording_create(*args, **kwargs):
+        model = create(*args, **kwargs)
+        model.register_forward_pre_hook(hook)
+        return model
+
+    monkeypatch.setattr(albumfix.restore, "create_model", recording_create)
+    return seen
+
+
+def test_fp16_trains_under_fp16_autocast_with_a_grad_scaler_and_a_typo_is_refused(tmp_path, monkeypatch):
+    with pytest.raises(ValueError, match="precision must be one of"):
+        tiny_config(tmp_path, "typo", precision="bf61")
+    make_cache(tmp_path / "c.npz")
+    seen = record_forwards(monkeypatch)
+    result = train(tiny_config(tmp_path, "fp16", steps=2, precision="fp16"))
+    assert result.finished
+    assert [s.autocast for s in seen if s.training] == [torch.float16, torch.float16]
+    scaler = torch.load(result.checkpoint, weights_only=True)["scaler"]
+    assert 0 < scaler["scale"] <= 2.0 ** 16
+
+
+def test_fp32_training_and_evaluation_run_without_tf32(tmp_path, monkeypatch, host_allows_tf32):
+    make_cache(tmp_path / "c.npz")
+    seen = record_forwards(monkeypatch)
+    config = tiny_config(tmp_path, "fp32", steps=2)
+    result = train(config)
+    trained = len(seen)
+    evaluate(EvalConfig(cache=config.cache, checkpoint=str(result.checkpoint), limit=2, identity=False,
+                        threads=1, device="cpu"))
+    assert trained >= 2 and len(seen) > trained  # the training steps, then the evaluator's passes
+    assert {(s.autocast, s.cpu_matmul) for s in seen} == {(None, "ieee")}
+    assert fp32_switches()["mkldnn.matmul"] == "tf32"  # the host's setting is back
+
+
+class VisibleGpus:
+    """torch.cuda's random-generator calls for `count` visible GPUs, as torch behaves: GPU i has
+    its own state, set_rng_state_all sets GPU i to state i, and an absent GPU raises IndexError."""
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+        self.states = {i: torch.full((16,), i, dtype=torch.uint8) for i in range(count)}
+        self.set: list[tuple[int, torch.Tensor]] = []
+
+    def _index(self, device) -> int:
+        index = device if isinstance(device, int) else (torch.device(device).index or 0)
+        if index >= self.count:
+            raise IndexError("list index out of range")
+        return index
+
+    def get_rng_state(self, device="cuda") -> torch.Tensor:
+        return self.states[self._index(device)].clone()
+
+    def set_rng_state(self, state: torch.Tensor, device="cuda") -> None:
+        index = self._index(device)
+        self.set.append((index, state.clone()))
+        self.states[index] = state.clone()
+
+    def get_rng_state_all(self) -> list[torch.Tensor]:
+        return [self.get_rng_state(i) for i in range(self.count)]
+
+    def set_rng_state_all(self, states) -> None:
+        for index, state in enumerate(states):
+            self.set_rng_state(state, index)
+
+    def install(self, monkeypatch) -> None:
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+        monkeypatch.setattr(torch.cuda, "device_count", lambda: self.count)
+        for name in ("get_rng_state", "set_rng_state", "get_rng_state_all", "set_rng_state_all"):
+            monkeypatch.setattr(torch.cuda, name, getattr(self, name))
+
+
+def test_resume_with_fewer_gpus_visible_sets_the_training_gpu_generator_only(tmp_path, monkeypatch):
+    config = tiny_config(tmp_path, "gpus")
+    state = _build_state(config, torch.device("cpu"))  # weights on the CPU; the GPUs' generators stand in
+    two = VisibleGpus(2)
+    two.install(monkeypatch)
+    two.states[1] = torch.full((16,), 7, dtype=torch.uint8)
+    path = tmp_path / "checkpoint.pt"
+    save_checkpoint(state, config, path, torch.device("cuda", 1))
+    payload = torch.load(path, weights_only=True)
+    assert torch.equal(payload["device_rng"], two.states[1]) and "cuda_rng" not in payload
+    one = VisibleGpus(1)  # CUDA_VISIBLE_DEVICES=1: that GPU is now cuda:0
+    one.install(monkeypatch)
+    load_checkpoint(state, path, torch.device("cuda", 0))
+    assert [(index, state.tolist()) for index, state in one.set] == [(0, [7] * 16)]
+
+
+def test_resume_leaves_adamw_step_counts_on_the_cpu(tmp_path):
+    """The meta device stands in for a GPU: where each optimiser tensor lands after a resume.
+    On a GPU, `step` there would cost AdamW a device-to-host sync per parameter tensor."""
+    make_cache(tmp_path / "c.npz")
+    config = tiny_config(tmp_path, "meta", steps=1, **{"loss.adversarial": 0.1})
+    result = train(config)
+    meta = torch.device("meta")
+    state = _build_state(config, meta)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # copying into meta parameters is a no-op
+        load_checkpoint(state, result.checkpoint, meta)
+    for optimizer in (state.optimizer, state.disc_optimizer):
+        moments = list(optimizer.state.values())
+        assert moments and all(m["step"].device.type == "cpu" for m in moments)
+        assert all(m["exp_avg"].device == meta and m["exp_avg_sq"].device == meta for m in moments)
+    assert state.step == 1
+
+
+def test_data_workers_default_to_none_on_the_cpu_and_some_on_a_gpu():
+    cpu, gpu = torch.device("cpu"), torch.device("cuda", 0)
+    assert data_workers(None, cpu) == 0
+    assert 1 <= data_workers(None, gpu) <= GPU_DATA_WORKERS
+    assert data_workers(3, gpu) == 3 and data_workers(2, cpu) == 2
+    assert TrainConfig().num_workers is None

@@ -4,11 +4,14 @@
     results = engine.restore([RestoreJob(lq, ref, lq_landmarks, ref_landmarks), ...])
 
 Faces from any number of photos are restored in batches of `batch_size`. On CUDA the model
-runs channels_last under bf16 autocast (fp16 where bf16 is unsupported); a batch whose output
-holds NaN/inf is re-run in fp32, and fp32 is kept from then on. CPU runs fp32 unless asked
-otherwise. A CUDA out-of-memory error halves the batch (kept for later batches), down to 1, then
-moves the model to the CPU for the rest; no face is ever dropped. The same inputs on the same
-device give the same outputs (no randomness; cuDNN autotuning off).
+runs channels_last under bf16 autocast (fp16 on GPUs without bf16 tensor cores, see
+`albumfix.restore.precision`); a batch whose output holds NaN/inf is re-run in fp32, and fp32 is
+kept from then on. fp32 means IEEE fp32 (no TF32). CPU runs fp32 unless asked otherwise. A GPU
+out-of-memory error (the caching allocator's, or a cuBLAS/cuDNN/CUDA allocation failure) halves
+the batch (kept for later batches), down to 1, then moves the model to the CPU for the rest; no
+face is ever dropped. The same inputs on the same device give the same outputs (no randomness;
+cuDNN autotuning off and deterministic cuDNN algorithms while a batch runs, the process's own
+cuDNN settings restored after it).
 """
 from __future__ import annotations
 
@@ -23,12 +26,14 @@ import torch
 from torch import nn
 
 from albumfix.restore import create_model, find_weights, fold_spectral_norm
+from albumfix.restore.precision import ieee_fp32, precision_name, reproducible_cudnn, resolve_precision
 from albumfix.restore.weights import WeightsError, user_models_dir
 
 log = logging.getLogger(__name__)
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-_AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+# Allocation failures that reach Python as a plain RuntimeError, not torch.OutOfMemoryError:
+# cuBLAS/cuDNN workspace or handle allocation, and CUDA calls outside the caching allocator.
+_ALLOCATION_FAILURES = ("CUBLAS_STATUS_ALLOC_FAILED", "CUDNN_STATUS_ALLOC_FAILED", "CUDA error: out of memory")
 
 
 class DeviceError(RuntimeError):
@@ -98,19 +103,12 @@ def resolve_device(spec: str) -> torch.device:
     raise DeviceError(f"unknown device {spec!r}; use auto, cpu, cuda, cuda:N or mps")
 
 
-def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
-    """Autocast dtype for `precision` on `device`; None means plain fp32.
-
-    "auto": bf16 on CUDA when the GPU supports it, else fp16 on CUDA; fp32 elsewhere.
-    "fp32" | "bf16" | "fp16" are taken as given (bf16/fp16 autocast also runs on the CPU).
-    """
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    if precision != "auto":
-        return _AUTOCAST_DTYPES[precision]
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return None
+def is_out_of_memory(error: BaseException) -> bool:
+    """True for a device out-of-memory error: torch.OutOfMemoryError, or a RuntimeError whose
+    message names a cuBLAS, cuDNN or CUDA allocation failure."""
+    if isinstance(error, torch.OutOfMemoryError):
+        return True
+    return isinstance(error, RuntimeError) and any(marker in str(error) for marker in _ALLOCATION_FAILURES)
 
 
 def images_to_tensor(images: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -194,9 +192,6 @@ class RestoreEngine:
         else:
             module = model.eval()
         self._model = self._place(module)
-        if self._device.type == "cuda":
-            torch.backends.cudnn.benchmark = False
-            torch.backends.cudnn.deterministic = True
 
     @property
     def size(self) -> int:
@@ -216,8 +211,7 @@ class RestoreEngine:
     @property
     def precision(self) -> str:
         """The precision in use now: "fp32", "bf16" or "fp16" (fp32 after a NaN fallback)."""
-        names = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
-        return names[self._autocast]
+        return precision_name(self._autocast)
 
     def _place(self, module: nn.Module) -> nn.Module:
         """Move `module` to the engine's device; channels_last on CUDA."""
@@ -250,7 +244,7 @@ class RestoreEngine:
         ref_lm = np.stack([j.lq_landmarks if j.ref is None else j.ref_landmarks for j in chunk])
         ref_lm = ref_lm.astype(np.float32)
         memory = torch.channels_last if self._device.type == "cuda" else torch.contiguous_format
-        with torch.inference_mode():
+        with torch.inference_mode(), ieee_fp32(self._device), reproducible_cudnn():
             out = self._forward(
                 images_to_tensor(lq, self._device).contiguous(memory_format=memory),
                 images_to_tensor(ref, self._device).contiguous(memory_format=memory),
@@ -289,8 +283,10 @@ class RestoreEngine:
             images = None
             try:
                 images = self._run_chunk(chunk)
-            except torch.OutOfMemoryError:
-                pass  # handled below, once the failed batch's tensors are released with the traceback
+            except RuntimeError as error:
+                if not is_out_of_memory(error):
+                    raise
+                # handled below, once the failed batch's tensors are released with the traceback
             if images is None:
                 if not self._back_off():
                     raise torch.OutOfMemoryError("out of memory for a single face, even on the CPU")

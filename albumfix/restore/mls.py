@@ -23,8 +23,9 @@ Two conventions (ASFFNET.md section 5):
   outside the grid read the nearest edge feature (padding_mode="border"), never zeros.
 
 Both: a (numerically) singular 2 x 2 system, |det| <= 1e-6 * ||A||_F^2, falls back to the pure
-translation s(v) = v + p* - q*. Everything runs in float32 with autocast disabled, batched over
-faces and pixels on the features' device.
+translation s(v) = v + p* - q*. Everything runs in IEEE float32 (autocast disabled, and no TF32
+for the solve's matmuls even when the process allows it), batched over faces and pixels on the
+features' device. The warped features keep the input's memory format (channels_last or not).
 """
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from albumfix.restore.layers import autocast_off
+from albumfix.restore.precision import ieee_fp32
 
 CONVENTIONS = ("published", "exact")
 ANCHORS = ("src", "dst")
@@ -82,7 +84,7 @@ def mls_affine_grid(
     """
     _check_choice(anchor, ANCHORS, "anchor")
     device = src_points.device
-    with autocast_off(device):
+    with autocast_off(device), ieee_fp32(device):
         p = src_points.float()[:, None]  # (B, 1, N, 2)
         q = dst_points.float()[:, None]
         xs = torch.arange(width, device=device, dtype=torch.float32)
@@ -168,8 +170,8 @@ def sample_grid(features: torch.Tensor, coords: torch.Tensor, convention: str) -
     """Bilinear read of `features` at `coords`.
 
     features: (B, C, H, W) float (any float dtype); coords: (B, H', W', 2) (x, y) px of the
-    features' grid. Returns (B, C, H', W') in the features' dtype (computed in float32). Border
-    rule per `convention`: see the module docstring.
+    features' grid. Returns (B, C, H', W') in the features' dtype and memory format (computed in
+    float32). Border rule per `convention`: see the module docstring.
     """
     _check_choice(convention, CONVENTIONS, "convention")
     height, width = features.shape[-2:]
@@ -187,7 +189,13 @@ def sample_grid(features: torch.Tensor, coords: torch.Tensor, convention: str) -
             out = F.grid_sample(
                 features.float(), grid, mode="bilinear", padding_mode="border", align_corners=True
             )
-    return out.to(features.dtype)
+    return out.to(features.dtype, memory_format=_memory_format(features))
+
+
+def _memory_format(t: torch.Tensor) -> torch.memory_format:
+    """channels_last when (B, C, H, W) `t` is laid out channels_last only, else contiguous."""
+    channels_last = t.is_contiguous(memory_format=torch.channels_last) and not t.is_contiguous()
+    return torch.channels_last if channels_last else torch.contiguous_format
 
 
 def mls_warp(

@@ -194,6 +194,7 @@ def evaluate(config: EvalConfig) -> EvalReport:
     """Evaluate input / unguided / guided on `config.split` (see the module docstring)."""
     import torch
 
+    from albumfix.restore.precision import ieee_fp32
     from albumfix.train.dataset import evaluation_samples, load_cache
     from albumfix.train.trainer import resolve_device
 
@@ -205,9 +206,10 @@ def evaluate(config: EvalConfig) -> EvalReport:
     if not samples:
         raise ValueError(f"no {config.split} pairs in {config.cache}")
     model = _load_model(config, device)
-    outputs = {"input": [s.lq for s in samples],
-               "unguided": _restore(model, samples, False, device, config.batch_size),
-               "guided": _restore(model, samples, True, device, config.batch_size)}
+    with ieee_fp32(device):  # the metrics are of the model in fp32, not TF32
+        outputs = {"input": [s.lq for s in samples],
+                   "unguided": _restore(model, samples, False, device, config.batch_size),
+                   "guided": _restore(model, samples, True, device, config.batch_size)}
     embed = CropEmbedder() if config.identity else None
     truth = [embed(s.target, s.lq_landmarks) for s in samples] if embed else None
     per_face: dict[str, dict[str, np.ndarray]] = {}

@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from albumfix.restore.layers import SNConv2d
+
 
 def charbonnier_loss(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
     """Mean sqrt((pred - target)^2 + eps^2): a smooth L1. Returns a scalar tensor."""
@@ -86,18 +88,20 @@ def fft_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 class PatchDiscriminator(nn.Module):
-    """Small spectrally-normalised PatchGAN: (B, 3, S, S) in [-1, 1] -> (B, 1, S/8, S/8) logits."""
+    """Small spectrally-normalised PatchGAN: (B, 3, S, S) in [-1, 1] -> (B, 1, S/8, S/8) logits.
+
+    Its convolutions are the generator's `SNConv2d`, so the power iteration and sigma run in
+    fp32 under autocast too (on CUDA, autocast would run `torch.mv` in bf16/fp16). Parameter
+    names are those of ``nn.utils.spectral_norm`` (weight_orig, weight_u, weight_v, bias)."""
 
     def __init__(self, width: int = 32, layers: int = 3):
         super().__init__()
-        sn = nn.utils.spectral_norm
-        blocks: list[nn.Module] = [sn(nn.Conv2d(3, width, 4, 2, 1)), nn.LeakyReLU(0.2)]
+        blocks: list[nn.Module] = [SNConv2d(3, width, 4, 2, 1), nn.LeakyReLU(0.2)]
         channels = width
         for _ in range(layers - 1):
-            blocks += [sn(nn.Conv2d(channels, channels * 2, 4, 2, 1)), nn.LeakyReLU(0.2)]
+            blocks += [SNConv2d(channels, channels * 2, 4, 2, 1), nn.LeakyReLU(0.2)]
             channels *= 2
-        blocks += [sn(nn.Conv2d(channels, channels, 3, 1, 1)), nn.LeakyReLU(0.2),
-                   sn(nn.Conv2d(channels, 1, 3, 1, 1))]
+        blocks += [SNConv2d(channels, channels, 3, 1, 1), nn.LeakyReLU(0.2), SNConv2d(channels, 1, 3, 1, 1)]
         self.net = nn.Sequential(*blocks)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -2,13 +2,18 @@
 
 `train(TrainConfig)` trains on a cache made by `albumfix.train.dataset.build_dataset`, with
 AdamW, linear warm-up then cosine decay, an exponential moving average (EMA) of the weights,
-gradient clipping, bf16 autocast on CUDA, and an optional hinge-GAN patch discriminator.
+gradient clipping, mixed precision on CUDA (bf16 autocast, or fp16 with a GradScaler on GPUs
+without bf16 tensor cores; see `albumfix.restore.precision`), and an optional hinge-GAN patch
+discriminator. fp32 is IEEE fp32 throughout (no TF32).
 
 Everything needed to continue lives in `<out_dir>/checkpoint.pt` (model, EMA, optimisers,
-schedulers, step, wall time, torch RNG states), written atomically every `checkpoint_every`
-steps, every `checkpoint_minutes`, and at the end; a new `train` call with the same out_dir
-resumes from it. The data stream is a pure function of (seed, sample number) (see
-`PairStream`), so a resumed run sees exactly the batches the uninterrupted run would have.
+schedulers, GradScaler, step, wall time, the CPU's random generator and that of the GPU in use),
+written atomically every `checkpoint_every` steps, every `checkpoint_minutes`, and at the end; a
+new `train` call with the same out_dir resumes from it, on any device and with any number of
+GPUs visible. The data stream is a pure function of (seed, sample number) (see `PairStream`), so
+a resumed run sees exactly the batches the uninterrupted run would have. On the CPU the resumed
+weights are bit-identical to the uninterrupted run's; on a GPU they are not quite, because CUDA's
+`grid_sample` backward (the guidance warp) accumulates with atomics in no fixed order.
 `<out_dir>/log.jsonl` gets one JSON line per logged step (and per validation); progress lines
 go to stderr. The EMA weights are exported with `albumfix.restore.weights.save_weights`.
 """
@@ -18,6 +23,7 @@ import copy
 import io
 import json
 import math
+import os
 import sys
 import time
 import types
@@ -30,12 +36,14 @@ import torch
 from torch import nn
 
 from albumfix.atomic import atomic_write_bytes
+from albumfix.restore.precision import check_precision, ieee_fp32, resolve_precision
 from albumfix.train.dataset import AugmentConfig, PairStream, collate, evaluation_samples, load_cache
 from albumfix.train.losses import LossWeights, PatchDiscriminator, discriminator_hinge_loss, restoration_loss
 
 CHECKPOINT_NAME = "checkpoint.pt"
 LOG_NAME = "log.jsonl"
 CHECKPOINT_VERSION = 1
+GPU_DATA_WORKERS = 4
 
 
 @dataclass
@@ -47,14 +55,15 @@ class TrainConfig:
     steps: length of the schedule; stop_after: end this invocation after this many steps
     (checkpointed; a later call resumes); max_minutes: stop once the run's total training wall
     time (all resumed parts) passes this. batch_size: pairs per step; num_workers: DataLoader
-    worker processes (0: load in the training process).
+    worker processes (0: load in the training process; None: 0 on the CPU, whose cores train,
+    and `GPU_DATA_WORKERS` on a GPU, which one process cannot keep fed).
     lr: peak AdamW learning rate; warmup_steps: linear warm-up; min_lr_ratio: final lr / peak
     (cosine); weight_decay, betas: AdamW; grad_clip: max gradient L2 norm (0: off).
     ema_decay: EMA factor per step (warm-started as min(decay, (1 + t) / (10 + t))).
     loss: loss weights; disc_lr, disc_width: patch discriminator (used when loss.adversarial > 0).
     augment: on-the-fly degradation and augmentation. seed: data stream and initialisation.
     threads: torch CPU threads; device: "auto" | "cpu" | "cuda" | "cuda:N"; precision: "auto"
-    (bf16 autocast on CUDA, fp32 on CPU) | "fp32" | "bf16".
+    (bf16 or fp16 autocast on CUDA, fp32 on CPU) | "fp32" | "bf16" | "fp16" (with a GradScaler).
     checkpoint_every / checkpoint_minutes: checkpoint cadence in steps / wall minutes;
     log_every: steps between log lines; val_every: steps between validations of the EMA model on
     `val_count` held-out pairs (0: only at the end); export: fp16 safetensors path for the EMA
@@ -71,7 +80,7 @@ class TrainConfig:
     stop_after: int | None = None
     max_minutes: float | None = None
     batch_size: int = 8
-    num_workers: int = 0
+    num_workers: int | None = None
     lr: float = 2e-4
     warmup_steps: int = 200
     min_lr_ratio: float = 0.05
@@ -94,6 +103,9 @@ class TrainConfig:
     val_count: int = 32
     export: str = ""
     init_weights: str = ""
+
+    def __post_init__(self) -> None:
+        check_precision(self.precision)
 
 
 @dataclass
@@ -190,6 +202,14 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def data_workers(num_workers: int | None, device: torch.device) -> int:
+    """DataLoader worker processes: `num_workers` as given, or for None 0 on the CPU and
+    GPU_DATA_WORKERS (at most the CPU count) on a GPU."""
+    if num_workers is not None:
+        return num_workers
+    return min(GPU_DATA_WORKERS, os.cpu_count() or 1) if device.type == "cuda" else 0
+
+
 def lr_factor(step: int, warmup: int, total: int, min_ratio: float) -> float:
     """Multiplier of the peak lr at `step`: linear warm-up over `warmup` steps, then cosine decay
     to `min_ratio` at `total`."""
@@ -230,6 +250,8 @@ class _State:
     scheduler: torch.optim.lr_scheduler.LambdaLR
     disc: nn.Module | None
     disc_optimizer: torch.optim.Optimizer | None
+    autocast: torch.dtype | None  # None: fp32
+    scaler: torch.amp.GradScaler  # enabled for fp16 only
     step: int = 0
     wall_seconds: float = 0.0
 
@@ -272,11 +294,30 @@ def _build_state(config: TrainConfig, device: torch.device) -> _State:
     if config.loss.adversarial > 0:
         disc = PatchDiscriminator(config.disc_width).to(device)
         disc_optimizer = torch.optim.AdamW(disc.parameters(), lr=config.disc_lr, betas=(0.5, 0.99), weight_decay=0.0)
-    return _State(model, ema, optimizer, scheduler, disc, disc_optimizer)
+    autocast = resolve_precision(config.precision, device)
+    scaler = torch.amp.GradScaler(device.type, enabled=autocast is torch.float16)
+    return _State(model, ema, optimizer, scheduler, disc, disc_optimizer, autocast, scaler)
 
 
-def save_checkpoint(state: _State, config: TrainConfig, path: Path) -> None:
-    """Write the full training state to `path` atomically."""
+def rng_states(device: torch.device) -> dict[str, torch.Tensor]:
+    """The random generators training may draw from: the CPU's ("torch_rng") and, on a GPU, that
+    GPU's own ("device_rng"; one state, whatever the number of GPUs visible)."""
+    states = {"torch_rng": torch.get_rng_state()}
+    if device.type == "cuda":
+        states["device_rng"] = torch.cuda.get_rng_state(device)
+    return states
+
+
+def restore_rng_states(payload: dict, device: torch.device) -> None:
+    """Set the generators saved by `rng_states`: the CPU's, and the GPU's onto the GPU now in
+    use (a checkpoint from another device, or from an older layout, leaves that one alone)."""
+    torch.set_rng_state(payload["torch_rng"])
+    if device.type == "cuda" and "device_rng" in payload:
+        torch.cuda.set_rng_state(payload["device_rng"], device)
+
+
+def save_checkpoint(state: _State, config: TrainConfig, path: Path, device: torch.device) -> None:
+    """Write the full training state (trained on `device`) to `path` atomically."""
     payload = {
         "version": CHECKPOINT_VERSION,
         "config": json.dumps(asdict(config)),
@@ -286,9 +327,10 @@ def save_checkpoint(state: _State, config: TrainConfig, path: Path) -> None:
         "ema": state.ema.state_dict(),
         "optimizer": state.optimizer.state_dict(),
         "scheduler": state.scheduler.state_dict(),
-        "torch_rng": torch.get_rng_state(),
-        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        **rng_states(device),
     }
+    if state.scaler.is_enabled():
+        payload["scaler"] = state.scaler.state_dict()
     if state.disc is not None:
         payload["disc"] = state.disc.state_dict()
         payload["disc_optimizer"] = state.disc_optimizer.state_dict()
@@ -298,8 +340,12 @@ def save_checkpoint(state: _State, config: TrainConfig, path: Path) -> None:
 
 
 def load_checkpoint(state: _State, path: Path, device: torch.device) -> None:
-    """Restore `state` in place from a checkpoint written by `save_checkpoint`."""
-    payload = torch.load(path, map_location=device, weights_only=True)
+    """Restore `state` (built on `device`) in place from a checkpoint written by `save_checkpoint`.
+
+    The file is read onto the CPU; `load_state_dict` moves weights and optimiser moments to the
+    parameters' device and keeps AdamW's `step` counts on the CPU, where AdamW wants them (on
+    the GPU every step would wait on a device-to-host copy per parameter tensor)."""
+    payload = torch.load(path, map_location="cpu", weights_only=True)
     if payload.get("version") != CHECKPOINT_VERSION:
         raise ValueError(f"{path}: unsupported checkpoint version {payload.get('version')}")
     state.model.load_state_dict(payload["model"])
@@ -309,9 +355,9 @@ def load_checkpoint(state: _State, path: Path, device: torch.device) -> None:
     if state.disc is not None and "disc" in payload:
         state.disc.load_state_dict(payload["disc"])
         state.disc_optimizer.load_state_dict(payload["disc_optimizer"])
-    torch.set_rng_state(payload["torch_rng"].cpu())
-    if payload["cuda_rng"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([s.cpu() for s in payload["cuda_rng"]])
+    if state.scaler.is_enabled() and "scaler" in payload:
+        state.scaler.load_state_dict(payload["scaler"])
+    restore_rng_states(payload, device)
     state.step = int(payload["step"])
     state.wall_seconds = float(payload["wall_seconds"])
 
@@ -326,7 +372,7 @@ def load_ema_from_checkpoint(path: str | Path, device: str | torch.device = "cpu
     """The EMA model of a training checkpoint, in eval mode (for evaluation or export)."""
     from albumfix.restore import create_model
 
-    payload = torch.load(path, map_location=device, weights_only=True)
+    payload = torch.load(path, map_location="cpu", weights_only=True)
     model = create_model(json.loads(payload["config"])["model"], device=device)
     model.load_state_dict(payload["ema"])
     return model.eval()
@@ -352,33 +398,39 @@ def validate(model: nn.Module, samples: list, device: torch.device, batch_size: 
     return float(np.mean(restored)), float(np.mean(inputs))
 
 
-def _autocast(device: torch.device, precision: str):
-    use_bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_bf16)
+def _autocast(state: _State, device: torch.device):
+    """The forward passes' autocast context (disabled for fp32)."""
+    return torch.autocast(device_type=device.type, dtype=state.autocast, enabled=state.autocast is not None)
 
 
 def _train_step(state: _State, batch, config: TrainConfig, device: torch.device) -> dict[str, float]:
-    """One optimisation step (generator, then discriminator when enabled); returns loss terms."""
-    with _autocast(device, config.precision):
+    """One optimisation step (generator, then discriminator when enabled); returns loss terms.
+
+    Under fp16 the losses are scaled by the GradScaler (a pass-through otherwise); gradients are
+    unscaled before clipping, and one scaler update follows both optimiser steps."""
+    scaler = state.scaler
+    with _autocast(state, device):
         pred = state.model(batch.lq, batch.ref, batch.lq_landmarks, batch.ref_landmarks)
         fake_logits = state.disc(pred) if state.disc is not None else None
     loss = restoration_loss(pred.float(), batch.target, config.loss,
                             None if fake_logits is None else fake_logits.float())
     state.optimizer.zero_grad(set_to_none=True)
-    loss.total.backward()
+    scaler.scale(loss.total).backward()
+    scaler.unscale_(state.optimizer)
     grad_norm = float(nn.utils.clip_grad_norm_(state.model.parameters(), config.grad_clip or float("inf")))
     skipped = not math.isfinite(grad_norm)
     if not skipped:  # a non-finite loss or gradient would poison the weights and the EMA for good
-        state.optimizer.step()
+        scaler.step(state.optimizer)
     state.scheduler.step()
     terms = dict(loss.terms, total=float(loss.total.detach()), grad_norm=grad_norm, skipped=float(skipped))
     if state.disc is not None:
-        with _autocast(device, config.precision):
+        with _autocast(state, device):
             d_loss = discriminator_hinge_loss(state.disc(batch.target).float(), state.disc(pred.detach()).float())
         state.disc_optimizer.zero_grad(set_to_none=True)
-        d_loss.backward()
-        state.disc_optimizer.step()
+        scaler.scale(d_loss).backward()
+        scaler.step(state.disc_optimizer)
         terms["disc"] = float(d_loss.detach())
+    scaler.update()
     decay = min(config.ema_decay, (1 + state.step) / (10 + state.step))
     update_ema(state.ema, state.model, decay)
     return terms
@@ -391,12 +443,18 @@ def _log(path: Path, record: dict) -> None:
 
 def train(config: TrainConfig) -> TrainResult:
     """Train (or resume) per `config`; see the module docstring. Returns a TrainResult."""
+    device = resolve_device(config.device)
+    with ieee_fp32(device):
+        return _train_on(device, config)
+
+
+def _train_on(device: torch.device, config: TrainConfig) -> TrainResult:
+    """`train` on `device`, with TF32 off."""
     from torch.utils.data import DataLoader
 
     from albumfix.restore import get_config, save_weights
 
     torch.set_num_threads(config.threads)
-    device = resolve_device(config.device)
     out_dir = Path(config.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path, log_path = out_dir / CHECKPOINT_NAME, out_dir / LOG_NAME
@@ -415,7 +473,8 @@ def train(config: TrainConfig) -> TrainResult:
     end_step = config.steps if config.stop_after is None else min(config.steps, start_step + config.stop_after)
     if config.max_minutes is not None and state.wall_seconds >= config.max_minutes * 60:
         end_step = start_step
-    loader = DataLoader(stream, batch_size=config.batch_size, collate_fn=collate, num_workers=config.num_workers,
+    loader = DataLoader(stream, batch_size=config.batch_size, collate_fn=collate,
+                        num_workers=data_workers(config.num_workers, device),
                         sampler=range(start_step * config.batch_size, end_step * config.batch_size))
     val_samples = evaluation_samples(cache, "val", config.val_count)
     val_psnr = val_input = None
@@ -456,14 +515,14 @@ def train(config: TrainConfig) -> TrainResult:
         over_time = config.max_minutes is not None and state.wall_seconds >= config.max_minutes * 60
         if (state.step % config.checkpoint_every == 0 or now - last_ckpt_time >= config.checkpoint_minutes * 60
                 or over_time):
-            save_checkpoint(state, config, ckpt_path)
+            save_checkpoint(state, config, ckpt_path, device)
             last_ckpt_time = time.monotonic()
         if over_time:
             say(f"stopping at step {state.step}: {config.max_minutes} min of training reached")
             break
     if window:
         last_loss = float(np.mean(window))
-    save_checkpoint(state, config, ckpt_path)
+    save_checkpoint(state, config, ckpt_path, device)
     finished = state.step >= config.steps or (
         config.max_minutes is not None and state.wall_seconds >= config.max_minutes * 60)
     weights = None

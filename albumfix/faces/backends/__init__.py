@@ -13,10 +13,12 @@ An analyzer is three parts run in order: a detector (boxes, maybe 5 key points),
 
 Nothing is ever downloaded: a missing file raises BackendUnavailable naming the file and folder.
 Heavy libraries (onnxruntime, torch, face_alignment) are imported only when their part is built.
+The insightface and FAN parts run on the device given (albumfix's --device); dlib runs on the CPU.
 """
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -27,6 +29,7 @@ from albumfix.faces.analyzer import BackendUnavailable, DetectedFace, FaceAnalyz
 
 FACE_BACKENDS = ("auto", "dlib", "insightface")
 LANDMARK_BACKENDS = ("auto", "dlib", "fan")
+DEVICE_NAMES = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 
 
 @dataclass
@@ -106,6 +109,16 @@ def unit_rows(vectors: np.ndarray) -> np.ndarray:
     return v / np.where(norm > 0, norm, 1.0)
 
 
+def gpu_index(device: str) -> int | None:
+    """The CUDA GPU a device name selects: 0 for "auto" and "cuda", N for "cuda:N", None for
+    "cpu" and "mps". ValueError for any other name."""
+    if not DEVICE_NAMES.fullmatch(device):
+        raise ValueError(f"unknown device {device!r}; use auto, cpu, cuda, cuda:N or mps")
+    if device in ("cpu", "mps"):
+        return None
+    return int(device.partition(":")[2] or 0)
+
+
 def torch_hub_checkpoints() -> Path:
     """torch.hub's checkpoint folder, computed as torch does ($TORCH_HOME/hub, else
     $XDG_CACHE_HOME/torch/hub, else ~/.cache/torch/hub) without importing torch."""
@@ -116,13 +129,13 @@ def torch_hub_checkpoints() -> Path:
     return Path(os.path.expanduser(torch_home)) / "hub" / "checkpoints"
 
 
-def _pick_faces(faces: str, models_dir: str | None, upsample: int, cnn_fallback: bool):
+def _pick_faces(faces: str, models_dir: str | None, upsample: int, cnn_fallback: bool, device: str):
     """-> (detector, embedder, insightface pack or None) for a faces choice."""
     from albumfix.faces.backends import dlib_backend, insightface_backend
 
     if faces in ("auto", "insightface"):
         try:
-            pack = insightface_backend.InsightFacePack.load(models_dir)
+            pack = insightface_backend.InsightFacePack.load(models_dir, device=device)
         except BackendUnavailable:
             if faces == "insightface":
                 raise
@@ -132,14 +145,14 @@ def _pick_faces(faces: str, models_dir: str | None, upsample: int, cnn_fallback:
     return models.detector(upsample=upsample, cnn_fallback=cnn_fallback), models.embedder(), None
 
 
-def _pick_landmarker(landmarks: str, pack, models_dir: str | None) -> Landmarker:
+def _pick_landmarker(landmarks: str, pack, models_dir: str | None, device: str) -> Landmarker:
     from albumfix.faces.backends import dlib_backend, fan_backend
 
     if landmarks == "auto" and pack is not None and pack.has_landmarks_68:
         return pack.landmarker()
     if landmarks in ("auto", "fan"):
         try:
-            return fan_backend.FanLandmarker.load(models_dir)
+            return fan_backend.FanLandmarker.load(models_dir, device=device)
         except BackendUnavailable:
             if landmarks == "fan":
                 raise
@@ -152,6 +165,7 @@ def create_analyzer(
     models_dir: str | None = None,
     upsample: int = 1,
     cnn_fallback: bool = True,
+    device: str = "auto",
 ) -> FaceAnalyzer:
     """Build the analyzer for the chosen backends.
 
@@ -161,6 +175,8 @@ def create_analyzer(
     models_dir: insightface root (``<dir>/models/buffalo_l/*.onnx``) or a pack folder itself
     (``<dir>/*.onnx``); also searched for the FAN checkpoint. None: ~/.insightface and the
     torch hub cache. upsample, cnn_fallback: dlib HOG detector settings (see dlib_backend).
+    device: "auto" | "cpu" | "cuda" | "cuda:N" | "mps", where the insightface (onnxruntime) and
+    FAN (torch) parts run; "auto" is GPU 0 when there is one (see `gpu_index`).
     Returns a PipelineAnalyzer; its ``embedder`` (embedding space) is "dlib" (128-d) or
     "arcface" (512-d), its ``name`` "<detector>+<landmarker>+<embedder>" with parts dlib, scrfd,
     insightface68, fan, arcface. Raises ValueError for unknown names and BackendUnavailable when
@@ -170,6 +186,8 @@ def create_analyzer(
         raise ValueError(f"faces must be one of {FACE_BACKENDS}, got {faces!r}")
     if landmarks not in LANDMARK_BACKENDS:
         raise ValueError(f"landmarks must be one of {LANDMARK_BACKENDS}, got {landmarks!r}")
-    detector, embedder, pack = _pick_faces(faces, models_dir, upsample, cnn_fallback)
-    landmarker = _pick_landmarker(landmarks, pack, models_dir)
+    device = device.strip().lower()
+    gpu_index(device)  # an unknown device name fails here, whichever parts are chosen
+    detector, embedder, pack = _pick_faces(faces, models_dir, upsample, cnn_fallback, device)
+    landmarker = _pick_landmarker(landmarks, pack, models_dir, device)
     return PipelineAnalyzer(detector, landmarker, embedder)

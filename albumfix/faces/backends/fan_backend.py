@@ -26,7 +26,7 @@ import cv2
 import numpy as np
 
 from albumfix.faces.analyzer import BackendUnavailable
-from albumfix.faces.backends import FaceBox, torch_hub_checkpoints
+from albumfix.faces.backends import FaceBox, gpu_index, torch_hub_checkpoints
 from albumfix.faces.landmarks import MIRROR_68
 
 FAN_FILE = "2DFAN4-11f355bf06.pth.tar"
@@ -96,24 +96,35 @@ def _load_network(path: str, mtime_ns: int, device: str):
     return net.to(device).eval()
 
 
+def torch_device_name(device: str) -> str:
+    """albumfix device name -> torch's: "auto" is "cuda" when torch sees a GPU, else "cpu"."""
+    gpu_index(device)  # validates the name
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 class FanLandmarker:
-    """2D-FAN landmarks (with mirrored-input averaging) on the given boxes."""
+    """2D-FAN landmarks (with mirrored-input averaging) on the given boxes, on `device`
+    ("auto" | "cpu" | "cuda" | "cuda:N" | "mps")."""
 
     name = "fan"
 
-    def __init__(self, checkpoint: Path, device: str | None = None, flip: bool = True) -> None:
+    def __init__(self, checkpoint: Path, device: str = "auto", flip: bool = True) -> None:
         try:
-            import torch
+            import torch  # noqa: F401
             import face_alignment.models  # noqa: F401
         except ImportError as exc:
             raise BackendUnavailable(f"FAN landmarks need torch and face_alignment ({exc})") from exc
-        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.device = torch_device_name(device)
         self.network = _load_network(str(checkpoint), checkpoint.stat().st_mtime_ns, self.device)
         self.flip = flip
         self.mirror = MIRROR_68
 
     @staticmethod
-    def load(models_dir: str | None = None, device: str | None = None) -> "FanLandmarker":
+    def load(models_dir: str | None = None, device: str = "auto") -> "FanLandmarker":
         return FanLandmarker(find_checkpoint(models_dir), device=device)
 
     def _heatmaps(self, crops: np.ndarray) -> np.ndarray:

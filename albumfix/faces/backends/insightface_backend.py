@@ -28,7 +28,7 @@ import cv2
 import numpy as np
 
 from albumfix.faces.analyzer import BackendUnavailable
-from albumfix.faces.backends import FaceBox, unit_rows
+from albumfix.faces.backends import FaceBox, gpu_index, unit_rows
 
 DEFAULT_ROOT = "~/.insightface"
 DEFAULT_PACK = "buffalo_l"
@@ -102,22 +102,33 @@ def pack_folder(models_dir: str | None, pack: str = DEFAULT_PACK) -> Path:
     return root / "models" / pack
 
 
+def onnx_providers(device: str, available: list[str]) -> list:
+    """onnxruntime execution providers for an albumfix device name: on a GPU ("auto", "cuda",
+    "cuda:N"; see `gpu_index`) the CUDA provider on that GPU, its memory arena grown only by what
+    each request needs, then the CPU; the CPU alone for "cpu" and "mps", or when this
+    onnxruntime has no CUDA provider (`available`: ort.get_available_providers())."""
+    index = gpu_index(device)
+    if index is None or "CUDAExecutionProvider" not in available:
+        return ["CPUExecutionProvider"]
+    cuda = ("CUDAExecutionProvider", {"device_id": index, "arena_extend_strategy": "kSameAsRequested"})
+    return [cuda, "CPUExecutionProvider"]
+
+
 @lru_cache(maxsize=None)
-def _session(path: str, mtime_ns: int):
-    """One onnxruntime session per model file version (GPU provider first when available)."""
+def _session(path: str, mtime_ns: int, device: str):
+    """One onnxruntime session per model file version and device."""
     import onnxruntime as ort
 
-    available = ort.get_available_providers()
-    providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
     options = ort.SessionOptions()
     options.log_severity_level = 3
+    providers = onnx_providers(device, ort.get_available_providers())
     return ort.InferenceSession(path, sess_options=options, providers=providers)
 
 
-def session_for(path: Path):
-    """Cached onnxruntime session; BackendUnavailable when the runtime rejects the file."""
+def session_for(path: Path, device: str):
+    """Cached onnxruntime session on `device`; BackendUnavailable when the runtime rejects the file."""
     try:
-        return _session(str(path), path.stat().st_mtime_ns)
+        return _session(str(path), path.stat().st_mtime_ns, device)
     except Exception as exc:  # onnxruntime raises its own Fail / InvalidGraph / ... types
         reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
         raise BackendUnavailable(f"onnxruntime cannot load {path}: {reason}") from exc
@@ -125,15 +136,16 @@ def session_for(path: Path):
 
 @dataclass
 class InsightFacePack:
-    """The usable models of one insightface pack folder."""
+    """The usable models of one insightface pack folder, and the device their sessions run on."""
 
     folder: Path
     detection: OnnxInfo
     recognition: OnnxInfo
     landmark_68: OnnxInfo | None
+    device: str = "auto"
 
     @staticmethod
-    def load(models_dir: str | None = None, pack: str = DEFAULT_PACK) -> "InsightFacePack":
+    def load(models_dir: str | None = None, pack: str = DEFAULT_PACK, device: str = "auto") -> "InsightFacePack":
         """Find and check the pack's files; BackendUnavailable (one line) when incomplete."""
         folder = pack_folder(models_dir, pack)
         files = sorted(folder.glob("*.onnx"))
@@ -156,22 +168,22 @@ class InsightFacePack:
                 f"insightface pack '{pack}' incomplete: no {' and no '.join(missing)} model in {folder} "
                 f"(put the pack's .onnx files, e.g. det_10g.onnx and w600k_r50.onnx from {pack}.zip, there)"
             )
-        return InsightFacePack(folder, roles["detection"], roles["recognition"], roles.get("landmark_68"))
+        return InsightFacePack(folder, roles["detection"], roles["recognition"], roles.get("landmark_68"), device)
 
     @property
     def has_landmarks_68(self) -> bool:
         return self.landmark_68 is not None
 
     def detector(self) -> "ScrfdDetector":
-        return ScrfdDetector(self.detection)
+        return ScrfdDetector(self.detection, self.device)
 
     def embedder(self) -> "ArcFaceEmbedder":
-        return ArcFaceEmbedder(self.recognition)
+        return ArcFaceEmbedder(self.recognition, self.device)
 
     def landmarker(self) -> "Landmark68":
         if self.landmark_68 is None:
             raise BackendUnavailable(f"no 68-point landmark model (1k3d68.onnx) in {self.folder}")
-        return Landmark68(self.landmark_68)
+        return Landmark68(self.landmark_68, self.device)
 
 
 def nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> list[int]:
@@ -226,9 +238,9 @@ class ScrfdDetector:
 
     name = "scrfd"
 
-    def __init__(self, info: OnnxInfo, threshold: float = SCORE_THRESHOLD) -> None:
+    def __init__(self, info: OnnxInfo, device: str = "auto", threshold: float = SCORE_THRESHOLD) -> None:
         self.info = info
-        self.session = session_for(info.path)
+        self.session = session_for(info.path, device)
         h, w = info.input_hw
         self.input_hw = (h, w) if h > 0 and w > 0 else (DETECT_SIZE, DETECT_SIZE)
         self.threshold = threshold
@@ -294,9 +306,9 @@ class ArcFaceEmbedder:
 
     name = "arcface"
 
-    def __init__(self, info: OnnxInfo) -> None:
+    def __init__(self, info: OnnxInfo, device: str = "auto") -> None:
         self.info = info
-        self.session = session_for(info.path)
+        self.session = session_for(info.path, device)
         self.size = info.input_hw[0]
 
     def embed(self, rgb: np.ndarray, faces: list[FaceBox], landmarks: list[np.ndarray]) -> list[np.ndarray]:
@@ -324,9 +336,9 @@ class Landmark68:
 
     name = "insightface68"
 
-    def __init__(self, info: OnnxInfo) -> None:
+    def __init__(self, info: OnnxInfo, device: str = "auto") -> None:
         self.info = info
-        self.session = session_for(info.path)
+        self.session = session_for(info.path, device)
         self.size = info.input_hw[0]
 
     def crop_matrix(self, box: tuple[float, float, float, float]) -> np.ndarray:
