@@ -13,7 +13,7 @@ STAMP  := $(VENV)/.installed
 DATA   ?= ../shared/data/faces
 CACHE  ?= cache/train-s128.npz
 
-.PHONY: install demo test test-fast bench bench-gpu dataset train eval sample-album clean help
+.PHONY: install demo test test-fast bench bench-albums bench-gpu dataset train eval sample-album clean help
 
 help:
 	@echo "make demo     set up (if needed) and restore sample_album/ into $(OUT)/"
@@ -24,6 +24,7 @@ help:
 	@echo "make dataset  build the training cache from $(DATA) (resumable)"
 	@echo "make train    train the shipped default weights (hours on CPU; see MODEL_CARD.md)"
 	@echo "make eval     evaluate the shipped weights on all held-out people (~10 min on 2 cores)"
+	@echo "make bench-albums  end-to-end album benchmark: whole damaged photos through albumfix restore"
 	@echo "make sample-album  rebuild sample_album/ from its public-domain sources"
 
 $(STAMP): pyproject.toml
@@ -62,6 +63,9 @@ train: $(STAMP)
 
 eval: $(STAMP)
 	$(VENV)/bin/albumfix eval --cache $(CACHE) --out runs/eval-val.json --examples runs/eval-val.png
+
+bench-albums: $(STAMP)
+	$(VENV)/bin/albumfix eval --albums runs/albums --data $(DATA)/celeba --data $(DATA)/lfw
 
 sample-album: $(STAMP)
 	$(PY) tools/build_sample_album.py

@@ -31,6 +31,7 @@ log = logging.getLogger("albumfix")
 
 INDEX_DIR = ".albumfix"
 ANALYSIS_FIELDS = ("faces", "landmarks", "models_dir", "upsample", "cnn_fallback", "max_megapixels")
+ANALYSIS_VERSION = 2  # bump when what analysis computes changes (2: edge detail, equalised HOG retry)
 RESTORE_FIELDS = ("model", "weights", "strength", "precision", "guard")
 
 
@@ -203,7 +204,7 @@ class Pipeline:
 
     # --- analyse -----------------------------------------------------------------------------
     def _analysis_key(self) -> str:
-        return self.settings.key(*ANALYSIS_FIELDS)
+        return f"{self.settings.key(*ANALYSIS_FIELDS)}-v{ANALYSIS_VERSION}"
 
     def analyzer(self):
         """The face analyzer, created on first use (re-runs with nothing new never load it)."""

@@ -11,6 +11,7 @@ import skimage.data
 from onnx import TensorProto, helper, numpy_helper
 
 from albumfix.faces.analyzer import BackendUnavailable
+from conftest import SAMPLE_ALBUM
 from albumfix.faces.backends import create_analyzer, fan_backend, gpu_index
 from albumfix.faces.backends.fan_backend import FAN_FILE, FanCrop, decode_heatmaps
 from albumfix.faces.landmarks import mirror_landmarks
@@ -363,3 +364,22 @@ def test_the_pipeline_hands_its_device_to_face_analysis(tmp_path, monkeypatch):
     (tmp_path / "album").mkdir()
     Pipeline(tmp_path / "album", Settings(output=tmp_path / "out", device="cuda:1").validate()).analyzer()
     assert asked[0]["device"] == "cuda:1"
+
+
+def test_a_faded_sepia_print_is_found_on_the_equalised_luminance():
+    """HOG alone misses both faces of a faded sepia print; the equalised retry finds them where
+    the clean photo has them."""
+    from albumfix.album.imageio import decode
+    from albumfix.degrade import apply_tone
+    from albumfix.faces.backends.dlib_backend import DlibModels
+    from albumfix.train.albums import _iou
+
+    detector = DlibModels.load().detector(cnn_fallback=False)
+    clean = decode(SAMPLE_ALBUM / "1975/group.png").rgb8()
+    sepia = apply_tone(clean, "sepia").astype(np.float32)
+    faded = np.clip((sepia - sepia.mean()) * 0.12 + sepia.mean() + 30, 0, 255).astype(np.uint8)
+    assert detector.detect_hog(faded) == []
+    found = detector.detect(faded)
+    truth = detector.detect(clean)
+    assert len(found) >= 1 and len(truth) == 2
+    assert all(max(_iou(f.box, t.box) for t in truth) >= 0.3 for f in found)

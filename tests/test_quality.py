@@ -13,6 +13,7 @@ import pytest
 import skimage.data
 
 from albumfix.faces.analyzer import DetectedFace
+from conftest import SAMPLE_ALBUM
 from albumfix.faces.backends import create_analyzer
 from albumfix.faces.quality import (
     FaceQuality,
@@ -156,13 +157,41 @@ def test_restore_modes():
 def test_an_exemplar_must_be_clearly_better_than_the_face_it_guides():
     from dataclasses import replace
 
-    from albumfix.faces.quality import FaceQuality, clearly_better
+    from albumfix.faces.quality import MIN_EXEMPLAR_DETAIL, FaceQuality, clearly_better
 
     modest = FaceQuality(interocular_px=40, sharpness=0.40, noise=2.0, blockiness=0.1, yaw_deg=0,
-                         landmark_spread=1.0, landmarks_ok=True, landmark_problem="", score=0.2)
-    damaged = replace(modest, sharpness=0.30, score=0.05)
+                         landmark_spread=1.0, landmarks_ok=True, landmark_problem="", score=0.2, detail=0.4)
+    damaged = replace(modest, sharpness=0.30, score=0.05, detail=0.1)
     assert clearly_better(modest, damaged)
     assert not clearly_better(damaged, modest)  # a damaged face never guides a better one
     assert not clearly_better(modest, modest)  # nor an equal one
-    assert not clearly_better(replace(modest, score=0.01), damaged)  # sharper but noisier / blockier
+    assert not clearly_better(replace(modest, detail=0.14), replace(damaged, detail=0.05))  # below the floor
+    assert clearly_better(replace(modest, detail=MIN_EXEMPLAR_DETAIL), replace(damaged, detail=0.05))
     assert not clearly_better(replace(modest, interocular_px=25), damaged)  # much smaller
+
+
+def test_edge_detail_reads_resolution_not_grain_or_jpeg_blocks():
+    """A real face: its detail falls when it is downscaled or blurred, and noise, film grain or
+    JPEG blocks added to the damaged face do not bring it back."""
+    from albumfix.album.imageio import decode
+    from albumfix.degrade import _jpeg
+    from albumfix.faces.backends import create_analyzer
+    from albumfix.faces.quality import MIN_EXEMPLAR_DETAIL, assess_face
+
+    rgb = decode(SAMPLE_ALBUM / "2009/oval office.jpg").rgb8()
+    rgb = cv2.resize(rgb, (rgb.shape[1] // 2, rgb.shape[0] // 2), interpolation=cv2.INTER_AREA)
+    face = create_analyzer("dlib", "dlib", cnn_fallback=False).analyse(rgb)[0]
+    detail = lambda img: assess_face(img, face).detail  # noqa: E731
+    h, w = rgb.shape[:2]
+    small = cv2.resize(cv2.resize(rgb, (w // 4, h // 4), interpolation=cv2.INTER_AREA), (w, h),
+                       interpolation=cv2.INTER_CUBIC)
+    rng = np.random.default_rng(0)
+    noisy = np.clip(small + rng.normal(0, 8, small.shape), 0, 255).astype(np.uint8)
+    grain = cv2.GaussianBlur(rng.normal(0, 1, (h, w)).astype(np.float32), (0, 0), 0.7)
+    grainy = np.clip(small + 40 * grain[..., None], 0, 255).astype(np.uint8)
+    sharp = detail(rgb)
+    assert sharp > MIN_EXEMPLAR_DETAIL
+    for damaged in (small, cv2.GaussianBlur(rgb, (0, 0), 2.5), noisy, grainy, _jpeg(small, 20)):
+        assert detail(damaged) < MIN_EXEMPLAR_DETAIL < sharp
+    noisy_sharp = np.clip(rgb + rng.normal(0, 5, rgb.shape), 0, 255).astype(np.uint8)
+    assert detail(noisy_sharp) > MIN_EXEMPLAR_DETAIL  # noise does not hide real detail either

@@ -383,7 +383,7 @@ def score(work_dir: Path, photos: list[BenchPhoto], scan: dict, runs: dict[str, 
     labels = {f["id"]: f["person"] for key, f in matched.items() if f.get("person")}
     truth_people = {f["id"]: person_of[key] for key, f in matched.items() if f.get("person")}
     precision, recall = _pairwise(labels, truth_people)
-    return {"families": {fam: _summarise(r, list(runs)) for fam, r in rows.items()},
+    return {"families": {fam: _summarise(rows[fam], list(runs)) for fam in (*PHOTO_FAMILIES, "all") if fam in rows},
             "grouping": {"precision": precision, "recall": recall, "faces": len(labels)},
             "damaged_faces_as_exemplars": {v: sorted(s) for v, s in damaged_exemplars.items()},
             "photos": len(photos), "variants": list(runs)}
