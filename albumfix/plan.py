@@ -107,6 +107,7 @@ def build_plan(ix: AlbumIndex, faces: list[FaceRow], settings: Settings, progres
 
 def _group(ix: AlbumIndex, plans: dict[str, FacePlan]) -> None:
     """Assign persons: stored people keep their faces, new faces join them or form new people."""
+    from albumfix.faces.quality import MIN_EXEMPLAR_DETAIL
     from albumfix.people.cluster import FaceRecord, Overrides, Person, assign_new
 
     stored = ix.assignments()
@@ -120,7 +121,8 @@ def _group(ix: AlbumIndex, plans: dict[str, FacePlan]) -> None:
     labels: dict[str, str | None] = {}
     for space in sorted({p.row.embedder for p in groupable}):  # embedder names are calibration spaces
         members = [p for p in groupable if p.row.embedder == space]
-        records = {p.row.face_id: FaceRecord(p.row.face_id, p.row.content_hash, p.row.embedding)
+        records = {p.row.face_id: FaceRecord(p.row.face_id, p.row.content_hash, p.row.embedding,
+                                             degraded=p.row.quality.get("detail", 0.0) < MIN_EXEMPLAR_DETAIL)
                    for p in members}
         existing: dict[str, list] = {}
         for fid, rec in records.items():

@@ -171,3 +171,17 @@ def test_calibration_table() -> None:
 def test_rejects_zero_embedding() -> None:
     with pytest.raises(ValueError, match="non-zero"):
         group_faces([FaceRecord("a", "p", np.zeros(D, np.float32)), FaceRecord("b", "q", _unit(np.ones(D)))])
+
+
+def test_two_degraded_faces_are_never_grouped_but_each_may_join_reliable_faces():
+    rng = np.random.default_rng(5)
+    a, b = _unit(rng.normal(size=128)), _unit(rng.normal(size=128))
+    near = lambda v, s: _unit(v + s * rng.normal(size=128))  # noqa: E731
+    faces = [FaceRecord("d1", "p1", near(a, 0.01), degraded=True), FaceRecord("d2", "p2", near(a, 0.01), degraded=True)]
+    assert group_faces([FaceRecord(f.face_id, f.photo_id, f.embedding) for f in faces]).labels["d2"] == "d1"
+    labels = group_faces(faces).labels
+    assert labels["d1"] != labels["d2"]  # alike, but damage makes different people look alike
+    faces.append(FaceRecord("s1", "p3", near(a, 0.01)))
+    faces.append(FaceRecord("s2", "p4", near(b, 0.05)))
+    labels = group_faces(faces).labels
+    assert labels["s1"] in (labels["d1"], labels["d2"]) and labels["d1"] != labels["d2"]

@@ -12,10 +12,11 @@ Algorithm (deterministic: faces are processed in ``face_id`` order whatever the 
    threshold if at least one of their pairs does, so these links hold every candidate merge
    (up to the cap of k links per face, which bounds memory at O(N k)).
 2. Groups merge closest-first (average linkage) while their distance is within the threshold.
-3. Cannot-link: a merge is refused when it would put two faces of one photo, or a must-not-link
-   pair, into one person (each face carries "tokens": its photo and its must-not-link pairs; two
-   groups that share a token never merge). A face that could join either of two same-photo faces
-   therefore ends with the closer one.
+3. Cannot-link: a merge is refused when it would put two faces of one photo, two degraded
+   faces, or a must-not-link pair, into one person (each face carries "tokens": its photo, one
+   token shared by all degraded faces, and its must-not-link pairs; two groups that share a
+   token never merge). A face that could join either of two same-photo faces therefore ends
+   with the closer one.
 4. Manual decisions always win: a pinned face carries its person id as a "colour" from the start;
    groups of two different colours never merge, and an unpinned group may join a colour only if
    it shares no token with any face of that person. So every pinned face ends with its pinned
@@ -84,12 +85,16 @@ class FaceRecord:
     """One face to group.
 
     face_id: stable unique id; photo_id: the photo it is in (faces of one photo are never one
-    person); embedding: (D,) float32, L2-normalised identity vector.
+    person); embedding: (D,) float32, L2-normalised identity vector; degraded: a face whose
+    embedding is unreliable (damaged, without detail): it may join a person of reliable faces,
+    but two degraded faces are never put into one person by their embeddings (damage makes
+    different people look alike), only by albumfix.people.verify or the user.
     """
 
     face_id: str
     photo_id: str
     embedding: np.ndarray
+    degraded: bool = False
 
 
 @dataclass
@@ -225,12 +230,17 @@ def _knn_links(emb: np.ndarray, k: int, threshold: float) -> tuple[np.ndarray, n
 
 
 def _tokens(records: Sequence[FaceRecord], cannot_link: set[tuple[str, str]]) -> list[set[int]]:
-    """Per face the ints it may not share with another face of its person (photo, must-not-links)."""
+    """Per face the ints it may not share with another face of its person (photo, one token of
+    all degraded faces, must-not-links)."""
     photo_token: dict[str, int] = {}
     tokens = [{photo_token.setdefault(r.photo_id, len(photo_token))} for r in records]
+    degraded_token = len(photo_token)
+    for t, r in zip(tokens, records):
+        if r.degraded:
+            t.add(degraded_token)
     index = {r.face_id: i for i, r in enumerate(records)}
     pairs = sorted({tuple(sorted(p)) for p in cannot_link if p[0] != p[1]})
-    next_token = len(photo_token)
+    next_token = degraded_token + 1
     for a, b in pairs:
         if a in index and b in index:
             tokens[index[a]].add(next_token)

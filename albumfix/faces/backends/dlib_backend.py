@@ -6,14 +6,17 @@ Detection rule (measured on this project's 2 shared CPU cores, benchmarks/bench_
 - HOG runs on the photo, first shrunk so its long side is at most ``hog_max_side`` (2048 px),
   then upsampled ``upsample`` times (1 by default: faces down to about 40 px box at the working
   scale). 0.25 MP photo with one upsampling: 0.17 s (load average 10).
-- Only when HOG finds nothing and ``cnn_fallback`` is on, the MMOD CNN runs once on a copy
-  shrunk to at most ``cnn_max_pixels`` (0.25 MP, e.g. 500 x 500) without upsampling. It finds
-  tilted, turned and partly hidden faces HOG misses, but only faces of about 80 px or more at
-  that scale (about 1/6 of the photo's side or more), and costs 8 us per pixel at light
-  machine, 20 us under load (0.25 MP: 2-5 s), 20-30 x HOG. Hence never on every photo and
-  never upsampled. On 200 CelebA crops HOG missed 5 faces and the CNN found all 5; on 27 real
-  old photos (many without people) the CNN ran on 12 and found a face in 1 with a 0.4 MP
-  budget (9 s per run under load), in none with 0.25 MP (7 s per run under load).
+- Only when HOG finds nothing: HOG again with one more upsampling, on the photo, then on its
+  contrast-equalised luminance (`equalised`: faded, sepia and toned prints lose the edge contrast
+  HOG needs); on the album benchmark's damaged photos this finds faces the first pass missed.
+- Then, when ``cnn_fallback`` is on, the MMOD CNN runs once on a copy scaled to
+  ``cnn_max_pixels`` (0.25 MP, e.g. 500 x 500; small photos enlarged at most 2x, since it finds
+  only faces of about 80 px or more at its scale). It finds tilted, turned and partly hidden
+  faces HOG misses, and costs 8 us per pixel at light machine, 20 us under load (0.25 MP:
+  2-5 s), 20-30 x HOG. Hence never on every photo. On 200 CelebA crops HOG missed 5 faces and
+  the CNN found all 5; on 27 real old photos (many without people) the CNN ran on 12 and found
+  a face in 1 with a 0.4 MP budget (9 s per run under load), in none with 0.25 MP (7 s per run
+  under load).
 Embeddings: dlib's raw descriptors have length about 1.46 (1.34-1.60 on CelebA photos); they are
 stored scaled to unit length, so dlib's usual "same person below 0.6 euclidean" corresponds to
 about 0.41 on the stored unit vectors (cosine distance = euclidean^2 / 2, about 0.085).
@@ -74,11 +77,16 @@ def face_shapes(boxes: list[tuple[float, float, float, float]], landmarks: list[
 
 def _shrink(rgb: np.ndarray, factor: float) -> np.ndarray:
     """(H, W, 3) uint8 -> the same photo scaled by factor <= 1 (area averaging)."""
-    if factor >= 1.0:
+    return rgb if factor >= 1.0 else _resized(rgb, factor)
+
+
+def _resized(rgb: np.ndarray, factor: float) -> np.ndarray:
+    """(H, W, 3) uint8 scaled by factor: area averaging to shrink, bicubic to enlarge."""
+    if factor == 1.0:
         return rgb
     h, w = rgb.shape[:2]
     size = (max(1, int(round(w * factor))), max(1, int(round(h * factor))))
-    return cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
+    return cv2.resize(rgb, size, interpolation=cv2.INTER_AREA if factor < 1 else cv2.INTER_CUBIC)
 
 
 def equalised(rgb: np.ndarray) -> np.ndarray:
@@ -181,10 +189,11 @@ class DlibDetector:
         ]
 
     def detect_cnn(self, rgb: np.ndarray) -> list[FaceBox]:
-        """rgb: (H, W, 3) uint8 -> MMOD boxes in photo px, photo shrunk to cnn_max_pixels."""
+        """rgb: (H, W, 3) uint8 -> MMOD boxes in photo px, photo scaled to cnn_max_pixels
+        (shrunk, or enlarged at most 2x)."""
         h, w = rgb.shape[:2]
-        factor = min(1.0, float(np.sqrt(self.cnn_max_pixels / (h * w))))
-        hits = self.models.cnn()(_shrink(rgb, factor), 0)
+        factor = min(2.0, float(np.sqrt(self.cnn_max_pixels / (h * w))))
+        hits = self.models.cnn()(_resized(rgb, factor), 0)
         return [
             FaceBox(
                 box=tuple(v / factor for v in (d.rect.left(), d.rect.top(), d.rect.right(), d.rect.bottom())),
@@ -196,12 +205,12 @@ class DlibDetector:
         ]
 
     def detect(self, rgb: np.ndarray) -> list[FaceBox]:
-        """rgb: (H, W, 3) uint8 -> boxes. When HOG finds nothing: HOG again on the contrast-
-        equalised luminance with one more upsampling (faded, sepia and blurred prints), then the
-        CNN (when enabled)."""
+        """rgb: (H, W, 3) uint8 -> boxes. When HOG finds nothing: HOG with one more upsampling on
+        the photo, then on its contrast-equalised luminance, then the CNN (when enabled)."""
         faces = self.detect_hog(rgb)
         if not faces and max(rgb.shape[:2]) * 2 ** (self.upsample + 1) <= 4 * self.hog_max_side:
-            faces = self.detect_hog(equalised(rgb), upsample=self.upsample + 1)
+            faces = (self.detect_hog(rgb, upsample=self.upsample + 1)
+                     or self.detect_hog(equalised(rgb), upsample=self.upsample + 1))
         if not faces and self.cnn_fallback:
             faces = self.detect_cnn(rgb)
         return faces
