@@ -192,7 +192,7 @@ def _run(restore: bool, options: dict) -> None:
     if as_jsonl:
         _echo_line(report.to_json(photos=False))
     elif as_json:
-        typer.echo(json.dumps(report.to_json(), indent=2, ensure_ascii=False))
+        typer.echo(_json_text(report.to_json(), indent=2))
     else:
         _print_summary(report.to_json(), restore)
     if report.error:
@@ -200,9 +200,17 @@ def _run(restore: bool, options: dict) -> None:
     raise typer.Exit(report.exit_code)
 
 
+def _json_text(data, indent: int | None = None) -> str:
+    """JSON with non-ASCII text as is, except the lone surrogates that stand for file-name bytes
+    that are not UTF-8: those become \\udcXX escapes, which json.loads and os.fsencode turn back
+    into the very bytes."""
+    text = json.dumps(data, indent=indent, ensure_ascii=False)
+    return text.encode("utf-8", errors="backslashreplace").decode("utf-8")
+
+
 def _echo_line(data: dict) -> None:
     """One JSON object on one stdout line, flushed at once (a reader follows a long run)."""
-    typer.echo(json.dumps(data, ensure_ascii=False))
+    typer.echo(_json_text(data))
     sys.stdout.flush()
 
 
@@ -371,7 +379,7 @@ def people_list(album: AlbumArg, output: OutOpt = None, as_json: JsonOpt = False
     with _people_index(_people_out(album, output)) as ix:
         people = list_people(ix)
     if as_json:
-        typer.echo(json.dumps(people, indent=2, ensure_ascii=False))
+        typer.echo(_json_text(people, indent=2))
         return
     for p in people:
         faces = ", ".join(f"{face} ({photo or '?'})" for face, photo in zip(p["faces"], p["photos"]))
