@@ -5,6 +5,7 @@ installed), case-insensitive; hidden files and folders (leading dot), macOS reso
 (`._*`), `Thumbs.db`, `desktop.ini` and `.DS_Store` are skipped; symlinks are followed only when
 they resolve inside the album (a link out of the album is ignored, a loop is never entered);
 the output folder is excluded if it lies below the album. Names may hold any character.
+`select_files` narrows a scan to the files a `--files-from` list names.
 """
 from __future__ import annotations
 
