@@ -16,10 +16,11 @@ shape a face is computed at never depends on how many faces happen to be pending
 a full album, a resumed run); at one shape the kernels compute every row with the same
 arithmetic (no layer mixes samples), so neither the batch-mates nor the row change a face.
 Without padding, a face restored alone and in a batch of 8 differed by one grey level on 2 of 38
-real faces. Why padding rather than one face per forward: on the GPU batching is the speed; on
-the CPU it buys nothing either way (albumfix-s128, 2 threads: 0.147 s per face at batch 1,
-0.151 s at batch 8), so a padded row costs what a face does, and compose.py hands over full
-chunks, padding only the last one of a run (at most batch size - 1 rows, about 1 s on a CPU).
+real faces. Why padding rather than one face per forward: on the GPU batching is the speed, and
+on the CPU it still helps a little (albumfix-s128, 2 threads, 32 faces: 0.16 s per face at batch
+1, 0.13 s at batch 8). A padded row costs what a face does (one face alone at batch 8: 0.99 s
+instead of 0.17 s), so compose.py hands over full chunks and pads only the last one of a run:
+at most batch size - 1 rows, under 1 s per run on a CPU.
 The thread count changes results as well (1 of 40 faces by one grey level, 1 against 2 threads),
 so the pipeline sets it explicitly. An out-of-memory back-off changes the shape, and with it
 possibly a grey level on the faces restored after it.
