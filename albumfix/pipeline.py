@@ -514,6 +514,8 @@ class Pipeline:
         """`what: Type: message`, the one-line reason a photo failed because of `exc`; raises
         the run-ending error instead when `exc` makes every photo impossible (errors.as_fatal)."""
         fatal = as_fatal(exc, index_path(self.out))
+        if fatal is exc:
+            raise exc
         if fatal is not None:
             raise fatal from exc
         return f"{what}: {one_line(exc)}"

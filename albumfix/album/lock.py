@@ -43,11 +43,20 @@ def output_lock(out: Path, wait: float = 0.0, while_waiting: Callable[[], None] 
     lock = FileLock(str(out / LOCK_FILE))
     _acquire(lock, out, wait, while_waiting)
     try:
-        owner = {"pid": os.getpid(), "started": time.strftime("%Y-%m-%d %H:%M:%S %z")}
-        atomic_write_bytes(out / OWNER_FILE, json.dumps(owner).encode())
+        _write_owner(out)
         yield
     finally:
         lock.release()
+
+
+def _write_owner(out: Path) -> None:
+    """Say who holds the lock, for the message of a second process; only informative, so a
+    failure (a full disk, which the run itself will report) is no reason not to run."""
+    owner = {"pid": os.getpid(), "started": time.strftime("%Y-%m-%d %H:%M:%S %z")}
+    try:
+        atomic_write_bytes(out / OWNER_FILE, json.dumps(owner).encode())
+    except OSError as exc:
+        log.warning("could not record the lock's owner in %s: %s", out / OWNER_FILE, exc)
 
 
 def _acquire(lock: FileLock, out: Path, wait: float, while_waiting: Callable[[], None]) -> None:
