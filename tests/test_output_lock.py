@@ -48,6 +48,17 @@ def test_wait_runs_once_the_holder_is_done(album_copy, analysed_index, tmp_path)
     assert json.loads(stdout)["summary"]["photos"] == 5
 
 
+def test_sigterm_ends_a_wait_for_the_lock(album_copy, analysed_index, tmp_path):
+    out = seeded_output(analysed_index, tmp_path / "out")
+    with output_lock(out):
+        proc = subprocess.Popen(cli_command("scan", str(album_copy), "-o", str(out), "--wait", "600"),
+                                cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        wait_for_line(proc.stderr, "waiting up to 600 s")
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 143 and "stopped by SIGTERM before any work was done" in stderr
+
+
 def test_a_lock_left_by_a_killed_process_never_blocks(album_copy, analysed_index, tmp_path):
     out = seeded_output(analysed_index, tmp_path / "out")
     holder = textwrap.dedent(f"""
