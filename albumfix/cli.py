@@ -2,8 +2,10 @@
 
 Every option can also come from an environment variable `ALBUMFIX_<OPTION>` (shown in --help) or
 from a TOML config file (`--config`). Logs and progress go to stderr; `--json` writes one JSON
-document to stdout. Exit codes: 0 ok, 1 some photos failed, 2 usage error, 3 album not found or
-unreadable, 4 fatal (model, weights or device unusable).
+document to stdout (`--jsonl`: one line per photo, then the summary). Exit codes: 0 ok, 1 some
+photos failed, 2 usage error, 3 album not found or unreadable, 4 fatal (model, weights or device
+unusable, no space left), 5 another run holds the output folder, 130 / 143 stopped by SIGINT /
+SIGTERM after the photo in hand.
 """
 from __future__ import annotations
 
@@ -97,6 +99,16 @@ MinFaceOpt = Annotated[Optional[int], typer.Option("--min-face-size", envvar=_en
                        help="Skip faces whose eye-to-eye distance is below this many px [default: 24].")]
 ExemplarsOpt = Annotated[Optional[int], typer.Option("--exemplars", envvar=_env("exemplars"),
                          help="Exemplars kept per degraded face; the best guides the model; 0 restores without guidance [default: 1].")]
+WaitOpt = Annotated[Optional[float], typer.Option("--wait", envvar=_env("wait"), metavar="SECONDS",
+                    help="When another albumfix run is using OUTPUT, wait up to this long for it "
+                         "instead of exiting with code 5 [default: 0].")]
+FilesFromOpt = Annotated[Optional[Path], typer.Option("--files-from", metavar="FILE", allow_dash=True,
+                         help="Only these album files: one path per line (NUL-separated with "
+                              "--null), '-' reads stdin. Paths absolute, or relative to the current "
+                              "folder or to the album.")]
+NullOpt = Annotated[bool, typer.Option("--null", help="--files-from entries end with NUL (find -print0).")]
+JsonlOpt = Annotated[bool, typer.Option("--jsonl", help="Stream one JSON line per photo as it finishes, "
+                                                          "then a summary line (no `photos`).")]
 
 
 def _setup_logging(verbose: int, quiet: bool) -> None:
@@ -152,31 +164,65 @@ def _fail(exc: AlbumfixError) -> None:
 
 def _run(restore: bool, options: dict) -> None:
     """Run scan or restore with a command's parameters (the Settings fields plus album,
-    config, as_json, verbose, quiet; `restore_mode` is the `restore` setting)."""
+    config, as_json, as_jsonl, files_from, null, verbose, quiet; `restore_mode` is the `restore`
+    setting). SIGINT/SIGTERM stop it after the photo in hand, with the summary printed."""
     from contextlib import nullcontext
 
+    from albumfix.interrupt import stop_on_signals
     from albumfix.pipeline import Pipeline
     from albumfix.settings import load_settings
 
     album, config, as_json = options.pop("album"), options.pop("config"), options.pop("as_json")
+    as_jsonl, files_from, null = options.pop("as_jsonl"), options.pop("files_from"), options.pop("null")
     verbose, quiet = options.pop("verbose"), options.pop("quiet")
     options["restore"] = options.pop("restore_mode")
     _setup_logging(verbose, quiet)
     try:
+        if as_json and as_jsonl:
+            raise UsageError("--json and --jsonl cannot be combined")
         settings = load_settings(config, options)
-        pipeline = Pipeline(album, settings)
+        entries = None if files_from is None else _read_file_list(files_from, null)
+        on_photo = (lambda photo: _echo_line(photo.to_json())) if as_jsonl else None
         progress = _RichProgress() if sys.stderr.isatty() and not quiet else nullcontext()
-        with progress as bar:
-            pipeline.progress = bar or pipeline.progress
+        with stop_on_signals() as stop, progress as bar:
+            pipeline = Pipeline(album, settings, progress=bar, files_from=entries, stop=stop, on_photo=on_photo)
             report = pipeline.run(restore=restore)
     except AlbumfixError as exc:
         _fail(exc)
-    data = report.to_json()
-    if as_json:
-        typer.echo(json.dumps(data, indent=2, ensure_ascii=False))
+    if as_jsonl:
+        _echo_line(report.to_json(photos=False))
+    elif as_json:
+        typer.echo(_json_text(report.to_json(), indent=2))
     else:
-        _print_summary(data, restore)
+        _print_summary(report.to_json(), restore)
+    if report.error:
+        typer.echo(f"albumfix: error: {report.error}", err=True)
     raise typer.Exit(report.exit_code)
+
+
+def _json_text(data, indent: int | None = None) -> str:
+    """JSON with non-ASCII text as is, except the lone surrogates that stand for file-name bytes
+    that are not UTF-8: those become \\udcXX escapes, which json.loads and os.fsencode turn back
+    into the very bytes."""
+    text = json.dumps(data, indent=indent, ensure_ascii=False)
+    return text.encode("utf-8", errors="backslashreplace").decode("utf-8")
+
+
+def _echo_line(data: dict) -> None:
+    """One JSON object on one stdout line, flushed at once (a reader follows a long run)."""
+    typer.echo(_json_text(data))
+    sys.stdout.flush()
+
+
+def _read_file_list(source: Path, null: bool) -> list[str]:
+    """The entries of --files-from FILE ('-': stdin)."""
+    from albumfix.album.scan import split_file_list
+
+    try:
+        data = sys.stdin.buffer.read() if str(source) == "-" else Path(source).read_bytes()
+    except OSError as exc:
+        raise UsageError(f"cannot read --files-from {source}: {exc.strerror or exc}") from exc
+    return split_file_list(data, null=null)
 
 
 def _print_summary(data: dict, restore: bool) -> None:
@@ -185,6 +231,9 @@ def _print_summary(data: dict, restore: bool) -> None:
     typer.echo(f"{s['photos']} photos {verb} in {s['seconds']:.1f} s: {s['restored']} restored, "
                f"{s['unchanged']} unchanged, {s['skipped']} skipped, {s['failed']} failed; "
                f"{s['faces']} faces, {s['people']} people.")
+    if s["pending"]:
+        why = f"stopped by {data['interrupted']}" if data["interrupted"] else "stopped by a fatal error"
+        typer.echo(f"  {why}: {s['pending']} photos left for the next run")
     for p in data["photos"]:
         if p["status"] in ("failed", "skipped"):
             typer.echo(f"  {p['status']}: {p['path']}: {p['reason']}")
@@ -228,8 +277,15 @@ def restore(
     save_faces: Annotated[Optional[bool], typer.Option("--save-faces", envvar=_env("save_faces"),
                           help="Also write LQ | exemplar | restored strips to OUTPUT/.albumfix/faces/.",
                           show_default=False)] = None,
+    threads: Annotated[Optional[int], typer.Option("--threads", envvar=_env("threads"),
+                       help="torch CPU threads (outputs are byte-identical for one count) "
+                            "[default: 0, one per CPU albumfix may use].")] = None,
+    wait: WaitOpt = None,
+    files_from: FilesFromOpt = None,
+    null: NullOpt = False,
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
+    as_jsonl: JsonlOpt = False,
     verbose: VerboseOpt = 0,
     quiet: QuietOpt = False,
 ) -> None:
@@ -255,8 +311,12 @@ def scan(
     restore_mode: RestoreModeOpt = None,
     min_face_size: MinFaceOpt = None,
     exemplars: ExemplarsOpt = None,
+    wait: WaitOpt = None,
+    files_from: FilesFromOpt = None,
+    null: NullOpt = False,
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
+    as_jsonl: JsonlOpt = False,
     verbose: VerboseOpt = 0,
     quiet: QuietOpt = False,
 ) -> None:
@@ -277,7 +337,8 @@ def doctor(as_json: JsonOpt = False) -> None:
 
 
 # --- people -------------------------------------------------------------------------------------
-def _people_index(album: Path, output: Path | None):
+def _people_out(album: Path, output: Path | None) -> Path:
+    """OUT of an album whose index exists (else exit 2 or 3 with the reason)."""
     from albumfix.pipeline import index_path, resolve_paths
     from albumfix.settings import Settings
 
@@ -285,22 +346,31 @@ def _people_index(album: Path, output: Path | None):
         _, out = resolve_paths(album, Settings(output=output))
     except AlbumfixError as exc:
         _fail(exc)
-    path = index_path(out)
-    if not path.exists():
-        _fail(UsageError(f"no index at {path}: run `albumfix scan {album}` first"))
+    if not index_path(out).exists():
+        _fail(UsageError(f"no index at {index_path(out)}: run `albumfix scan {album}` first"))
+    return out
+
+
+def _people_index(out: Path):
     from albumfix.album.index import AlbumIndex
+    from albumfix.pipeline import index_path
 
-    return AlbumIndex(path)
+    return AlbumIndex(index_path(out))
 
 
-def _people_call(album: Path, output: Path | None, action) -> None:
+def _people_call(album: Path, output: Path | None, wait: float | None, action) -> None:
+    """Run an edit of the grouping under OUT's lock (the one runs take: exit 5 while one works)."""
+    from albumfix.album.lock import output_lock
     from albumfix.people.edit import PeopleEditError
 
-    with _people_index(album, output) as ix:
-        try:
+    out = _people_out(album, output)
+    try:
+        with output_lock(out, wait or 0.0), _people_index(out) as ix:
             message = action(ix)
-        except PeopleEditError as exc:
-            _fail(UsageError(str(exc)))
+    except PeopleEditError as exc:
+        _fail(UsageError(str(exc)))
+    except AlbumfixError as exc:
+        _fail(exc)
     typer.echo(message)
 
 
@@ -309,10 +379,10 @@ def people_list(album: AlbumArg, output: OutOpt = None, as_json: JsonOpt = False
     """List the people of ALBUM (from the last scan or restore) with their faces."""
     from albumfix.people.edit import list_people
 
-    with _people_index(album, output) as ix:
+    with _people_index(_people_out(album, output)) as ix:
         people = list_people(ix)
     if as_json:
-        typer.echo(json.dumps(people, indent=2, ensure_ascii=False))
+        typer.echo(_json_text(people, indent=2))
         return
     for p in people:
         faces = ", ".join(f"{face} ({photo or '?'})" for face, photo in zip(p["faces"], p["photos"]))
@@ -321,39 +391,39 @@ def people_list(album: AlbumArg, output: OutOpt = None, as_json: JsonOpt = False
 
 
 @people_app.command("name")
-def people_name(album: AlbumArg, person: str, name: str, output: OutOpt = None) -> None:
+def people_name(album: AlbumArg, person: str, name: str, output: OutOpt = None, wait: WaitOpt = None) -> None:
     """Give PERSON a NAME (shown in reports)."""
     from albumfix.people.edit import name_person
 
-    _people_call(album, output, lambda ix: name_person(ix, person, name))
+    _people_call(album, output, wait, lambda ix: name_person(ix, person, name))
 
 
 @people_app.command("merge")
 def people_merge(album: AlbumArg, people: Annotated[list[str], typer.Argument(help="Two or more person ids; the first one keeps its id.")],
-                 output: OutOpt = None) -> None:
+                 output: OutOpt = None, wait: WaitOpt = None) -> None:
     """Merge people into the first one given."""
     from albumfix.people.edit import merge_people
 
-    _people_call(album, output, lambda ix: merge_people(ix, people))
+    _people_call(album, output, wait, lambda ix: merge_people(ix, people))
 
 
 @people_app.command("split")
 def people_split(album: AlbumArg, person: str,
                  faces: Annotated[list[str], typer.Argument(help="Face ids to move to a new person.")],
-                 output: OutOpt = None) -> None:
+                 output: OutOpt = None, wait: WaitOpt = None) -> None:
     """Move FACES out of PERSON into a new person (they will never be grouped back)."""
     from albumfix.people.edit import split_person
 
-    _people_call(album, output, lambda ix: split_person(ix, person, faces))
+    _people_call(album, output, wait, lambda ix: split_person(ix, person, faces))
 
 
 @people_app.command("exclude")
 def people_exclude(album: AlbumArg, faces: Annotated[list[str], typer.Argument(help="Face ids.")],
-                   output: OutOpt = None) -> None:
+                   output: OutOpt = None, wait: WaitOpt = None) -> None:
     """Exclude faces (false detections, strangers): never grouped, never exemplars."""
     from albumfix.people.edit import exclude_faces
 
-    _people_call(album, output, lambda ix: exclude_faces(ix, faces))
+    _people_call(album, output, wait, lambda ix: exclude_faces(ix, faces))
 
 
 # --- models -------------------------------------------------------------------------------------

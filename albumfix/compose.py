@@ -1,5 +1,13 @@
 """The restore and compose stages: aligned crops in, restored faces out, pasted into a copy of
-the photo and written atomically. Faces of several photos share one model batch.
+the photo and written atomically.
+
+Faces are restored in fixed chunks of the engine's batch size, in the order photos are
+submitted (album order, each photo's faces by face id); a chunk runs as soon as it is full and a
+photo is written as soon as its last face is back, so fewer than batch size photos wait in
+memory. `flush` runs the last, short chunk (the engine pads it to the same shape, so a face's
+pixels never depend on where the chunks were cut: restore/engine.py). Each photo is isolated:
+an error preparing, restoring or writing it fails that photo only, unless it makes every photo
+impossible (errors.as_fatal, engine.ENGINE_FAILURES).
 """
 from __future__ import annotations
 
@@ -15,6 +23,7 @@ from albumfix.album import imageio
 from albumfix.atomic import atomic_write_bytes
 from albumfix.album.index import AlbumIndex, OutputRow
 from albumfix.album.scan import AlbumFile
+from albumfix.errors import FatalError, one_line
 from albumfix.faces.backends import FaceBox
 
 log = logging.getLogger("albumfix")
@@ -22,7 +31,6 @@ log = logging.getLogger("albumfix")
 REPORT_DIR = Path(".albumfix") / "report"
 FACES_DIR = Path(".albumfix") / "faces"
 THUMB_SIDE = 128
-MAX_PHOTOS_IN_FLIGHT = 4
 
 
 @dataclass
@@ -32,6 +40,7 @@ class _FaceWork:
     landmarks: np.ndarray  # (68, 2) photo px
     job: object  # RestoreJob
     exemplar: str | None
+    result: object = None  # RestoredFace once restored, or the one-line reason it failed (str)
 
 
 @dataclass
@@ -43,19 +52,23 @@ class _PhotoWork:
     photo: imageio.Photo
     faces: list[_FaceWork] = field(default_factory=list)
 
+    @property
+    def ready(self) -> bool:
+        return all(fw.result is not None for fw in self.faces)
+
 
 class Composer:
-    """Collects faces to restore across photos, runs the engine in batches, writes photos."""
+    """Collects faces to restore across photos, runs the engine in fixed chunks, writes photos.
 
-    def __init__(self, pipeline, ix: AlbumIndex, plan, hashes: dict[str, str], files: list[AlbumFile]):
+    photo_files: content hash -> an album file with that content (to decode exemplars)."""
+
+    def __init__(self, pipeline, ix: AlbumIndex, plan, photo_files: dict[str, AlbumFile]):
         self.pipeline = pipeline
         self.ix = ix
         self.plan = plan
-        self.file_of_hash = {}
-        for f in files:
-            if f.relpath in hashes:
-                self.file_of_hash.setdefault(hashes[f.relpath], f)
-        self.pending: list[_PhotoWork] = []
+        self.file_of_hash = photo_files
+        self.pending: list[_PhotoWork] = []  # photos waiting for faces, in submit order
+        self.queue: list[_FaceWork] = []  # their faces not restored yet, in the same order
         self._refs: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self._torch_dlib = None
 
@@ -64,17 +77,36 @@ class Composer:
         return self.pipeline.engine()
 
     def submit(self, f: AlbumFile, target: Path, row: OutputRow, report, face_ids: list[str]) -> None:
-        """Queue one photo; runs the model when enough faces are waiting."""
-        from albumfix.restore.engine import RestoreJob
-
+        """Queue one photo; runs the model on every full chunk of waiting faces."""
         try:
             photo = imageio.decode(f.path)
         except imageio.ImageDecodeError as exc:
-            self.pipeline._fail(report, str(exc))
-            self.pipeline.progress.advance()
+            self._give_up(report, str(exc))
             return
-        work = _PhotoWork(f, target, row, report, photo)
-        rgb = photo.rgb8()
+        try:
+            work = self._prepare(_PhotoWork(f, target, row, report, photo), face_ids)
+        except Exception as exc:
+            self._give_up(report, self.pipeline._photo_error(exc, "could not prepare its faces"))
+            return
+        self.pending.append(work)
+        self.queue += work.faces
+        while len(self.queue) >= self.engine.batch_size:
+            self._restore_chunk(self.engine.batch_size)
+
+    def flush(self) -> None:
+        """Restore every queued face (the last chunk padded by the engine), write their photos."""
+        while self.queue:
+            self._restore_chunk(self.engine.batch_size)
+
+    def _give_up(self, report, reason: str) -> None:
+        self.pipeline._fail(report, reason)
+        self.pipeline.progress.advance()
+
+    def _prepare(self, work: _PhotoWork, face_ids: list[str]) -> _PhotoWork:
+        """Add one RestoreJob per face (aligned crop + exemplar) to a decoded photo's work."""
+        from albumfix.restore.engine import RestoreJob
+
+        rgb = work.photo.rgb8()
         size = self.engine.size
         for fid in face_ids:
             plan = self.plan.faces[fid]
@@ -84,10 +116,7 @@ class Composer:
             job = RestoreJob(lq=lq, ref=None if ref is None else ref[0], lq_landmarks=lq_lm,
                              ref_landmarks=None if ref is None else ref[1])
             work.faces.append(_FaceWork(fid, t, plan.row.landmarks, job, exemplar))
-        self.pending.append(work)
-        waiting = sum(len(w.faces) for w in self.pending)
-        if waiting >= self.engine.batch_size or len(self.pending) >= MAX_PHOTOS_IN_FLIGHT:
-            self.flush()
+        return work
 
     @staticmethod
     def _crop(rgb: np.ndarray, landmarks: np.ndarray, size: int):
@@ -108,24 +137,43 @@ class Composer:
             self._refs[face_id] = (crop, lm)
         return self._refs[face_id]
 
-    def flush(self) -> None:
-        """Restore every queued face in batches, then compose and write each photo."""
-        if not self.pending:
-            return
-        work, self.pending = self.pending, []
-        results = self.engine.restore([fw.job for w in work for fw in w.faces])
-        cursor = 0
-        for w in work:
-            restored = results[cursor:cursor + len(w.faces)]
-            cursor += len(w.faces)
-            try:
-                info = self._compose(w, restored)
-            except (OSError, ValueError) as exc:
-                self.pipeline._fail(w.report, f"could not write output: {exc}")
-            else:
-                self.plan.attach_restored(w.report, info)
-                self.pipeline._finish(self.ix, w.row, w.report, "restored", info)
+    def _restore_chunk(self, n: int) -> None:
+        """Restore the first `n` queued faces, then write every photo whose faces are all back."""
+        chunk, self.queue = self.queue[:n], self.queue[n:]
+        for fw, result in zip(chunk, self._restore_faces(chunk)):
+            fw.result = result
+        for w in [w for w in self.pending if w.ready]:
+            self.pending.remove(w)
+            self._write(w)
             self.pipeline.progress.advance()
+
+    def _restore_faces(self, faces: list[_FaceWork]) -> list:
+        """RestoredFace per face, or the reason it failed: when a chunk raises, each of its faces
+        is tried alone to find the one at fault (a face's pixels do not depend on its chunk)."""
+        from albumfix.restore.engine import ENGINE_FAILURES
+
+        try:
+            return self.engine.restore([fw.job for fw in faces])
+        except ENGINE_FAILURES as exc:
+            raise FatalError(f"restoration failed on {self.engine.device}: {one_line(exc)}") from exc
+        except Exception as exc:
+            if len(faces) == 1:
+                return [self.pipeline._photo_error(exc, f"restoring face {faces[0].face_id} failed")]
+        return [result for fw in faces for result in self._restore_faces([fw])]
+
+    def _write(self, w: _PhotoWork) -> None:
+        """Compose and write one photo whose faces are all back, or fail it with the reason."""
+        failed = [fw.result for fw in w.faces if isinstance(fw.result, str)]
+        if failed:
+            self.pipeline._fail(w.report, failed[0])
+            return
+        try:
+            info = self._compose(w, [fw.result for fw in w.faces])
+        except Exception as exc:
+            self.pipeline._fail(w.report, self.pipeline._photo_error(exc, "could not write output"))
+        else:
+            self.plan.attach_restored(w.report, info)
+            self.pipeline._finish(self.ix, w.row, w.report, "restored", info)
 
     def _compose(self, w: _PhotoWork, restored: list) -> dict:
         from albumfix.restore.blend import detect_tone, face_strip

@@ -2,6 +2,13 @@
 
 No model code lives here: each stage calls its package (album, faces, people, restore) and stores
 results in the index, so a re-run recomputes only what changed and a killed run resumes.
+
+A run holds the output folder's lock throughout (album/lock.py). Each photo's work is isolated:
+an exception from one photo (decoding, analysis, restoration, writing) marks that photo failed
+with a one-line reason and the run goes on; only what makes every photo impossible (`as_fatal`:
+model or device unusable, no space left, index unusable) stops it, and the report then says so.
+A stop request (SIGINT/SIGTERM, interrupt.py) is honoured between photos; photos not reached
+are reported `pending` and the next run does them.
 """
 from __future__ import annotations
 
@@ -11,7 +18,10 @@ import logging
 import os
 import shutil
 import tempfile
+import signal
 import time
+from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -23,8 +33,11 @@ from albumfix import __version__
 from albumfix.album import imageio
 from albumfix.atomic import atomic_copy, remove_stale_temps
 from albumfix.album.index import AlbumIndex, FaceRow, OutputRow
-from albumfix.album.scan import AlbumFile, content_hash, scan_album
-from albumfix.errors import AlbumError, FatalError, UsageError
+from albumfix.album.lock import output_lock
+from albumfix.album.scan import AlbumFile, content_hash, scan_album, select_files
+from albumfix.errors import (EXIT_FATAL, EXIT_OK, EXIT_SOME_FAILED, AlbumError, FatalError, UsageError,
+                             as_fatal, exit_code_for_signal, one_line)
+from albumfix.interrupt import StopRequest
 from albumfix.settings import Settings
 
 log = logging.getLogger("albumfix")
@@ -55,10 +68,14 @@ class PhotoReport:
     """One album file's outcome. path relative to the album, output relative to OUT."""
 
     path: str
-    status: str = "unchanged"  # restored | unchanged | failed | skipped
+    status: str = "pending"  # restored | unchanged | failed | skipped | pending (not reached)
     reason: str = ""
     output: str | None = None
     faces: list[dict] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        """The photo's object in `--json`'s `photos` and on a `--jsonl` line."""
+        return dict(vars(self))
 
 
 @dataclass
@@ -71,31 +88,45 @@ class RunReport:
     people: list[dict]
     seconds: float
     dry_run: bool = False
+    interrupted: str | None = None  # "SIGINT" | "SIGTERM" when a signal stopped the run early
+    error: str | None = None  # the fatal error that stopped the run
 
     @property
     def exit_code(self) -> int:
-        return 1 if any(p.status == "failed" for p in self.photos) else 0
+        """4 after a fatal error, 128 + signal when stopped by one, 1 when a photo failed, else 0."""
+        if self.error is not None:
+            return EXIT_FATAL
+        if self.interrupted is not None:
+            return exit_code_for_signal(signal.Signals[self.interrupted])
+        return EXIT_SOME_FAILED if any(p.status == "failed" for p in self.photos) else EXIT_OK
 
-    def to_json(self) -> dict:
+    def to_json(self, photos: bool = True) -> dict:
+        """The `--json` document; without `photos` it is `--jsonl`'s last line."""
         count = lambda status: sum(p.status == status for p in self.photos)  # noqa: E731
-        return {
+        data = {
             "version": __version__,
             "album": str(self.album),
             "output": str(self.output),
             "dry_run": self.dry_run,
+            "interrupted": self.interrupted,
+            "error": self.error,
             "summary": {
                 "photos": len(self.photos),
                 "restored": count("restored"),
                 "unchanged": count("unchanged"),
                 "failed": count("failed"),
                 "skipped": count("skipped"),
+                "pending": count("pending"),
                 "faces": sum(len(p.faces) for p in self.photos),
                 "people": len(self.people),
                 "seconds": round(self.seconds, 3),
             },
-            "photos": [p.__dict__ for p in self.photos],
+            "photos": [p.to_json() for p in self.photos],
             "people": self.people,
         }
+        if not photos:
+            del data["photos"]
+        return data
 
 
 def resolve_paths(album: Path, settings: Settings) -> tuple[Path, Path]:
@@ -120,39 +151,102 @@ def index_path(out: Path) -> Path:
 
 
 class Pipeline:
-    """One run over one album. `run(restore=False)` is `albumfix scan`."""
+    """One run over one album. `run(restore=False)` is `albumfix scan`.
 
-    def __init__(self, album: Path, settings: Settings, progress: Progress | None = None):
+    files_from: album files (paths as `--files-from` gives them) to limit the run to; None: all.
+    stop: read between photos (interrupt.stop_on_signals); on_photo: called with each photo's
+    final report as soon as it is known (`--jsonl`)."""
+
+    def __init__(self, album: Path, settings: Settings, progress: Progress | None = None,
+                 files_from: list[str] | None = None, stop: StopRequest | None = None,
+                 on_photo: Callable[[PhotoReport], None] | None = None):
         self.settings = settings
         self.album, self.out = resolve_paths(album, settings)
         self.progress = progress or _NoProgress()
+        self.files_from = files_from
+        self.stop = stop or StopRequest()
+        self.on_photo = on_photo
         imageio.set_max_megapixels(settings.max_megapixels)
         self._analyzer = None
         self._engine = None
+        self._published: set[str] = set()
 
     # --- orchestration -----------------------------------------------------------------------
     def run(self, restore: bool = True) -> RunReport:
         started = time.perf_counter()
-        with self._index() as ix:
-            files = self._scan(ix)
+        with self._lock(), self._index() as ix:
+            files, others, rejected = self._select()
             reports = {f.relpath: PhotoReport(path=f.relpath) for f in files}
-            hashes = self._hash_files(ix, files, reports)
-            self._analyse(ix, files, hashes, reports)
-            faces = ix.faces(sorted(set(hashes.values())))
-            plan = self._plan(ix, faces)
-            for f in files:
-                if f.relpath in hashes and reports[f.relpath].status != "failed":
-                    reports[f.relpath].faces = plan.face_reports(hashes[f.relpath])
-            if restore:
-                self._restore(ix, files, hashes, plan, reports)
-            people = plan.people_report()
-        report = RunReport(self.album, self.out, [reports[f.relpath] for f in files], people,
-                           time.perf_counter() - started, self.settings.dry_run)
-        if restore and not self.settings.dry_run:
+            strays = [PhotoReport(path=entry) for entry in rejected]
+            for stray in strays:
+                self._fail(stray, f"--files-from: {rejected[stray.path]}")
+            people, error = [], None
+            try:
+                people = self._stages(ix, files, others, reports, restore)
+            except Exception as exc:
+                error = self._fatal_reason(exc)
+            report = RunReport(self.album, self.out, [*reports.values(), *strays], people,
+                               time.perf_counter() - started, self.settings.dry_run,
+                               self.stop.signal_name, error)
+            self._close(report, restore)
+        return report
+
+    def _stages(self, ix: AlbumIndex, files: list[AlbumFile], others: list[AlbumFile],
+                reports: dict[str, PhotoReport], restore: bool) -> list[dict]:
+        """Hash, analyse, plan and (when `restore`) restore `files`; `others` (the album's files a
+        --files-from run leaves out) only lend their stored analysis to grouping and exemplars.
+        Returns the people report."""
+        hashes = self._hash_files(ix, files, reports)
+        self._analyse(ix, files, hashes, reports)
+        if self.stop.requested:
+            return []
+        hashes = {relpath: h for relpath, h in hashes.items() if reports[relpath].status != "failed"}
+        photo_files: dict[str, AlbumFile] = {}  # content hash -> a file with it (the first by name)
+        for f in files:
+            if f.relpath in hashes:
+                photo_files.setdefault(hashes[f.relpath], f)
+        for digest, f in self._context(ix, others).items():
+            photo_files.setdefault(digest, f)
+        plan = self._plan(ix, ix.faces(sorted(photo_files)))
+        for relpath, digest in hashes.items():
+            reports[relpath].faces = plan.face_reports(digest)
+        if restore:
+            self._restore(ix, files, hashes, photo_files, plan, reports)
+        else:
+            for relpath in hashes:
+                reports[relpath].status = "unchanged"
+        return plan.people_report()
+
+    def _close(self, report: RunReport, restore: bool) -> None:
+        """Say why unreached photos are pending, publish every photo not yet published, write
+        report.html (not after a fatal error or in a dry run)."""
+        why = f"stopped by {report.interrupted}" if report.interrupted else "the run stopped on a fatal error"
+        for photo in report.photos:
+            if photo.status == "pending":
+                photo.reason = f"not done: {why}; the next run does it"
+            self._publish(photo)
+        if restore and not self.settings.dry_run and report.error is None:
             from albumfix.report import write_html_report
 
-            write_html_report(report, self.out)
-        return report
+            try:
+                write_html_report(report, self.out)
+            except Exception as exc:
+                report.error = self._fatal_reason(exc)
+
+    def _fatal_reason(self, exc: Exception) -> str:
+        """The message of the FatalError that `exc` stands for (errors.as_fatal), logged;
+        re-raises `exc` when it stands for none (a bug, or a usage error)."""
+        fatal = as_fatal(exc, index_path(self.out))
+        if not isinstance(fatal, FatalError):
+            raise exc
+        log.error("%s", fatal)
+        return str(fatal)
+
+    def _lock(self):
+        """OUT's lock for a run that writes (a dry run writes nothing and reads a snapshot)."""
+        if self.settings.dry_run:
+            return nullcontext()
+        return output_lock(self.out, self.settings.wait, self.stop.raise_if_requested)
 
     def _index(self) -> AlbumIndex:
         """The album index; a throw-away copy of it for --dry-run, so nothing is written."""
@@ -178,10 +272,27 @@ class Pipeline:
         return ix
 
     # --- scan --------------------------------------------------------------------------------
-    def _scan(self, ix: AlbumIndex) -> list[AlbumFile]:
+    def _select(self) -> tuple[list[AlbumFile], list[AlbumFile], dict[str, str]]:
+        """(files this run processes, the album's other files, {--files-from entry: why it names
+        no photo of the album})."""
         files = scan_album(self.album, exclude=self.out)
         log.info("album %s: %d photo files", self.album, len(files))
-        return files
+        if self.files_from is None:
+            return files, [], {}
+        chosen, rejected = select_files(self.album, files, self.files_from)
+        names = {f.relpath for f in chosen}
+        log.info("--files-from: %d of them, %d entries name no photo of the album", len(chosen), len(rejected))
+        return chosen, [f for f in files if f.relpath not in names], rejected
+
+    def _context(self, ix: AlbumIndex, others: list[AlbumFile]) -> dict[str, AlbumFile]:
+        """content hash -> file, for the `others` whose hash the index holds (size and mtime
+        unchanged) and whose analysis under the current settings succeeded; nothing is read."""
+        key, found = self._analysis_key(), {}
+        for f in others:
+            digest = ix.cached_hash(f.relpath, f.size, f.mtime_ns)
+            if digest and digest not in found and ix.analysis_done(digest, key) == ("ok", ""):
+                found[digest] = f
+        return found
 
     def _hash_files(self, ix: AlbumIndex, files: list[AlbumFile],
                     reports: dict[str, PhotoReport]) -> dict[str, str]:
@@ -189,6 +300,8 @@ class Pipeline:
         hashes: dict[str, str] = {}
         self.progress.stage("hash", len(files))
         for f in files:
+            if self.stop.requested:
+                break
             digest = ix.cached_hash(f.relpath, f.size, f.mtime_ns)
             if digest is None:
                 try:
@@ -231,12 +344,18 @@ class Pipeline:
             if f.relpath in hashes:
                 first_path.setdefault(hashes[f.relpath], f)
         todo = [h for h in first_path if ix.analysis_done(h, key) is None]
+        errors: dict[str, str] = {}  # digest -> reason, not stored: a later albumfix may succeed
         self.progress.stage("analyse", len(todo))
         for digest in todo:
-            self._analyse_one(ix, digest, first_path[digest], key)
+            if self.stop.requested:
+                break
+            try:
+                self._analyse_one(ix, digest, first_path[digest], key)
+            except Exception as exc:
+                errors[digest] = self._photo_error(exc, "analysis failed")
             self.progress.advance()
         for relpath, digest in hashes.items():
-            status, reason = ix.analysis_done(digest, key)
+            status, reason = ("failed", errors[digest]) if digest in errors else ix.analysis_done(digest, key) or ("", "")
             if status == "failed":
                 self._fail(reports[relpath], reason)
 
@@ -270,12 +389,16 @@ class Pipeline:
 
     # --- restore + compose ---------------------------------------------------------------------
     def engine(self):
-        """The restoration engine, created on first use."""
+        """The restoration engine, created on first use, after setting torch's CPU thread count
+        explicitly (it changes pixels: restore/engine.py)."""
         if self._engine is None:
+            import torch
+
             from albumfix.restore.engine import RestoreEngine
 
             s = self.settings
             try:
+                torch.set_num_threads(cpu_threads(s.threads))
                 self._engine = RestoreEngine(model=s.model, weights=s.weights, device=s.device,
                                              batch_size=s.batch_size, precision=s.precision)
             except Exception as exc:  # any failure to load the model or device is fatal
@@ -283,51 +406,63 @@ class Pipeline:
         return self._engine
 
     def _restore(self, ix: AlbumIndex, files: list[AlbumFile], hashes: dict[str, str],
-                 plan: "Plan", reports: dict[str, PhotoReport]) -> None:
+                 photo_files: dict[str, AlbumFile], plan: "Plan", reports: dict[str, PhotoReport]) -> None:
+        """Write each photo's output, in album order, until a stop is requested; photos with
+        faces to restore go through the Composer (the photos in hand are finished on a stop)."""
         from albumfix.compose import Composer
 
         owned = ix.outputs_by_target()
-        composer = Composer(self, ix, plan, hashes, files)
+        composer = Composer(self, ix, plan, photo_files)
         self.progress.stage("restore", len(files))
         for f in files:
-            report = reports[f.relpath]
-            if report.status == "failed":
-                self.progress.advance()
-                continue
-            target_rel = f.relpath
-            target = self.out / target_rel
-            digest = hashes[f.relpath]
-            to_restore = plan.faces_to_restore(digest)
-            out_key = self._output_key(digest, plan, to_restore)
-            report.output = target_rel
-            previous = ix.output(f.relpath)
-            if (previous and previous.state == "done" and previous.output_key == out_key
-                    and previous.output_relpath == target_rel and target.exists()):
-                report.status = previous.status
-                report.reason = previous.detail.get("reason", "")
-                plan.attach_restored(report, previous.detail.get("restored", {}))
-                self.progress.advance()
-                continue
-            refusal = self._overwrite_refusal(f, target, target_rel in owned)
-            if refusal:
-                report.status, report.reason, report.output = "skipped", refusal, None
-                self.progress.advance()
-                continue
-            if self.settings.dry_run:
-                report.status = "restored" if to_restore else "unchanged"
-                report.reason = "dry run: nothing written"
-                self.progress.advance()
-                continue
-            row = OutputRow(f.relpath, target_rel, out_key, "pending", "", {})
-            ix.mark_output(row)
-            if not to_restore:
-                report.reason = "no face needs restoration" if report.faces else "no face found"
-                atomic_copy(f.path, target)
-                self._finish(ix, row, report, "unchanged", {})
-                self.progress.advance()
+            if self.stop.requested:
+                break
+            if f.relpath in hashes:
+                self._restore_one(ix, f, hashes[f.relpath], plan, reports[f.relpath],
+                                  f.relpath in owned, composer)
             else:
-                composer.submit(f, target, row, report, to_restore)
+                self.progress.advance()
         composer.flush()
+
+    def _restore_one(self, ix: AlbumIndex, f: AlbumFile, digest: str, plan: "Plan",
+                     report: PhotoReport, owned: bool, composer) -> None:
+        """One photo: reuse its finished output, leave a foreign file alone, copy it or queue its
+        faces for restoration."""
+        target = self.out / f.relpath
+        to_restore = plan.faces_to_restore(digest)
+        out_key = self._output_key(digest, plan, to_restore)
+        report.output = f.relpath
+        previous = ix.output(f.relpath)
+        if (previous and previous.state == "done" and previous.output_key == out_key
+                and previous.output_relpath == f.relpath and target.exists()):
+            report.status = previous.status
+            report.reason = previous.detail.get("reason", "")
+            plan.attach_restored(report, previous.detail.get("restored", {}))
+        elif refusal := self._overwrite_refusal(f, target, owned):
+            report.status, report.reason, report.output = "skipped", refusal, None
+        elif self.settings.dry_run:
+            report.status = "restored" if to_restore else "unchanged"
+            report.reason = "dry run: nothing written"
+        elif to_restore:
+            row = OutputRow(f.relpath, f.relpath, out_key, "pending", "", {})
+            ix.mark_output(row)
+            composer.submit(f, target, row, report, to_restore)
+            return
+        else:
+            self._copy(ix, f, target, OutputRow(f.relpath, f.relpath, out_key, "pending", "", {}), report)
+        self._publish(report)
+        self.progress.advance()
+
+    def _copy(self, ix: AlbumIndex, f: AlbumFile, target: Path, row: OutputRow, report: PhotoReport) -> None:
+        """A photo with nothing to restore: its bytes, unchanged."""
+        ix.mark_output(row)
+        report.reason = "no face needs restoration" if report.faces else "no face found"
+        try:
+            atomic_copy(f.path, target)
+        except Exception as exc:
+            self._fail(report, self._photo_error(exc, "could not copy"))
+        else:
+            self._finish(ix, row, report, "unchanged", {})
 
     def _finish(self, ix: AlbumIndex, row: OutputRow, report: PhotoReport, status: str,
                 restored: dict) -> None:
@@ -335,6 +470,7 @@ class Pipeline:
         row.state, row.status = "done", status
         row.detail = {"reason": report.reason, "restored": restored}
         ix.mark_output(row)
+        self._publish(report)
 
     @cached_property
     def weights_digest(self) -> str:
@@ -370,10 +506,37 @@ class Pipeline:
             return None
         return f"output exists and was not written by albumfix (--overwrite {policy})"
 
-    @staticmethod
-    def _fail(report: PhotoReport, reason: str) -> None:
+    def _fail(self, report: PhotoReport, reason: str) -> None:
         report.status, report.reason = "failed", reason
         log.warning("%s: %s", report.path, reason)
+        self._publish(report)
+
+    def _photo_error(self, exc: Exception, what: str) -> str:
+        """`what: Type: message`, the one-line reason a photo failed because of `exc`; raises
+        the run-ending error instead when `exc` makes every photo impossible (errors.as_fatal)."""
+        fatal = as_fatal(exc, index_path(self.out))
+        if fatal is exc:
+            raise exc
+        if fatal is not None:
+            raise fatal from exc
+        return f"{what}: {one_line(exc)}"
+
+    def _publish(self, report: PhotoReport) -> None:
+        """Hand a photo's final report to `on_photo`, once."""
+        if self.on_photo is not None and report.path not in self._published:
+            self._published.add(report.path)
+            self.on_photo(report)
+
+
+def cpu_threads(requested: int) -> int:
+    """torch CPU threads: `requested`, or for 0 the CPUs this process may use (the same for
+    every run on one machine, unlike torch's default, which follows OMP_NUM_THREADS)."""
+    if requested:
+        return requested
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
 
 
 def _jsonable(values: dict) -> dict:

@@ -26,7 +26,8 @@ table{border-collapse:collapse}td,th{padding:.2em .8em;text-align:left}
 
 
 def _href(target: Path, start: Path) -> str:
-    return quote(Path(os.path.relpath(target, start)).as_posix())
+    """Relative URL of `target`; a name that is not valid UTF-8 keeps its bytes (%XX)."""
+    return quote(Path(os.path.relpath(target, start)).as_posix(), errors="surrogateescape")
 
 
 def _face_caption(face: dict, names: dict) -> str:
@@ -72,7 +73,8 @@ def render_html(report, out: Path) -> str:
 
 
 def write_html_report(report, out: Path) -> Path:
-    """Write OUT/report.html atomically; returns its path."""
+    """Write OUT/report.html atomically; returns its path. Undecodable bytes of file names show
+    as U+FFFD in the text (their links keep them)."""
     path = Path(out) / "report.html"
-    atomic_write_bytes(path, render_html(report, Path(out)).encode("utf-8"))
+    atomic_write_bytes(path, render_html(report, Path(out)).encode("utf-8", errors="replace"))
     return path

@@ -53,6 +53,8 @@ class Settings:
     strength: float = 1.0  # 0 keeps the original face, 1 uses the restored face fully
     guard: bool = True  # lower the strength (or keep the original) where restoring moves the face away from its person or blurs it
     save_faces: bool = False  # write LQ | exemplar | restored strips to OUT/.albumfix/faces/
+    threads: int = 0  # torch CPU threads; 0: one per CPU this process may use (set explicitly: it changes pixels)
+    wait: float = 0.0  # seconds to wait for another run that holds OUT's lock (0: exit 5 at once)
 
     def validate(self) -> "Settings":
         """Raise SettingsError for out-of-range values; returns self."""
@@ -68,6 +70,8 @@ class Settings:
             (self.upsample >= 0, "--upsample must be >= 0"),
             (self.max_megapixels > 0, "--max-megapixels must be > 0"),
             (self.precision in ("auto", "fp32"), "--precision must be auto or fp32"),
+            (self.threads >= 0, "--threads must be >= 0"),
+            (self.wait >= 0, "--wait must be >= 0"),
         ]
         for ok, message in checks:
             if not ok:

@@ -2,6 +2,7 @@
 album index analysed once per session so that tests of later stages need not re-run dlib."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -101,3 +102,49 @@ def host_allows_tf32():
                "mkldnn.matmul": torch.backends.mkldnn.matmul, "mkldnn.conv": torch.backends.mkldnn.conv}
     for name, value in saved.items():
         holders[name].fp32_precision = value
+
+
+def photo_outputs(out: Path) -> dict[str, bytes]:
+    """OUT's photos (relative path -> bytes), without albumfix's own files."""
+    return {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("*"))
+            if p.is_file() and ".albumfix" not in p.parts and p.name != "report.html"}
+
+
+def comparable_photos(photos: list[dict]) -> list[dict]:
+    """A run's photo objects without timings."""
+    photos = json.loads(json.dumps(photos))
+    for p in photos:
+        for f in p["faces"]:
+            f.get("restored", {}).pop("seconds", None)
+    return photos
+
+
+def restore_all_args(weights: Path) -> list[str]:
+    """Options of the reference restoration (random weights, every usable face)."""
+    return ["--weights", str(weights), "--restore", "all"]
+
+
+@pytest.fixture(scope="session")
+def reference_restore(album_copy, analysed_index, random_weights, tmp_path_factory) -> tuple[Path, dict]:
+    """(OUT, JSON) of one uninterrupted `restore --restore all` of the sample album in one process:
+    what every stopped, resumed, partial or concurrent run must end with, byte for byte."""
+    out = seeded_output(analysed_index, tmp_path_factory.mktemp("reference") / "out")
+    result = run_cli("restore", str(album_copy), "-o", str(out), *restore_all_args(random_weights), "--json", "-q")
+    assert result.returncode == 0, result.stderr
+    return out, json.loads(result.stdout)
+
+
+@pytest.fixture(scope="session")
+def tripled_album(album_copy, tmp_path_factory) -> Path:
+    """The sample album three times over (a/, b/, c/): 15 photos, 12 with faces to restore, each
+    copy analysed as its original (same content), so its outputs are the reference's."""
+    album = tmp_path_factory.mktemp("tripled") / "album"
+    for copy in "abc":
+        shutil.copytree(album_copy, album / copy)
+    return album
+
+
+def tripled_reference(reference_restore) -> dict[str, bytes]:
+    """The outputs a run over tripled_album must end with."""
+    expected = photo_outputs(reference_restore[0])
+    return {f"{copy}/{name}": data for copy in "abc" for name, data in expected.items()}

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import REPO, cli_command, run_cli
+from conftest import REPO, cli_command, comparable_photos, photo_outputs, run_cli
 
 def _nasty_album(root: Path, album_copy: Path) -> dict[str, str]:
     """Writes an album of bad files beside two good ones; returns bad name -> expected reason."""
@@ -61,20 +61,6 @@ def test_nasty_album_reports_each_bad_file_and_finishes_the_rest(album_copy, tmp
     assert data["summary"]["failed"] == len(expected)
 
 
-def _photo_outputs(out: Path) -> dict[str, bytes]:
-    return {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("*"))
-            if p.is_file() and ".albumfix" not in p.parts and p.name != "report.html"}
-
-
-def _comparable(data: dict) -> list:
-    """The JSON's photos without timings."""
-    photos = json.loads(json.dumps(data["photos"]))
-    for p in photos:
-        for f in p["faces"]:
-            f.get("restored", {}).pop("seconds", None)
-    return photos
-
-
 def test_sigkill_at_any_moment_then_rerun_gives_identical_outputs(album_copy, random_weights, tmp_path):
     args = ["--weights", str(random_weights), "--restore", "all", "--no-cnn-fallback", "--json", "-q"]
     reference_out = tmp_path / "reference"
@@ -82,8 +68,8 @@ def test_sigkill_at_any_moment_then_rerun_gives_identical_outputs(album_copy, ra
     reference = run_cli("restore", str(album_copy), "-o", str(reference_out), *args)
     total = time.perf_counter() - started
     assert reference.returncode == 0, reference.stderr
-    expected_files = _photo_outputs(reference_out)
-    expected_json = _comparable(json.loads(reference.stdout))
+    expected_files = photo_outputs(reference_out)
+    expected_json = comparable_photos(json.loads(reference.stdout)["photos"])
     assert len(expected_files) == 5
 
     for fraction in (0.2, 0.45, 0.65, 0.8, 0.95):
@@ -95,6 +81,6 @@ def test_sigkill_at_any_moment_then_rerun_gives_identical_outputs(album_copy, ra
         proc.wait()
         resumed = run_cli("restore", str(album_copy), "-o", str(out), *args)
         assert resumed.returncode == 0, resumed.stderr
-        assert _photo_outputs(out) == expected_files, f"killed at {fraction:.0%} of the run"
-        assert _comparable(json.loads(resumed.stdout)) == expected_json
+        assert photo_outputs(out) == expected_files, f"killed at {fraction:.0%} of the run"
+        assert comparable_photos(json.loads(resumed.stdout)["photos"]) == expected_json
         assert not list(out.rglob(".albumfix-tmp-*"))

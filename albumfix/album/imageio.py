@@ -29,6 +29,11 @@ SUFFIX_FORMATS = {
     ".webp": "WEBP", ".bmp": "BMP", ".heic": "HEIF", ".heif": "HEIF",
 }
 EXIF_ORIENTATION = 0x0112
+# A TIFF's getexif() is its first IFD, layout tags included (size, samples, photometric, strips,
+# compression...); they describe the source's pixels, and written over the output's own they make
+# it unreadable (an RGBX, LA or Lab TIFF, say). The ICC profile (34675) travels on its own.
+TIFF_LAYOUT_TAGS = frozenset({254, 256, 257, 258, 259, 262, 266, 273, 277, 278, 279, 284, 317, 320,
+                              322, 323, 324, 325, 338, 339, 529, 530, 531, 532, 34675})
 DEFAULT_MAX_MEGAPIXELS = 180.0
 
 
@@ -134,6 +139,9 @@ def _decode_bytes(data: bytes) -> Photo:
             photo.webp_lossless = b"VP8L" in data[:64]
         im.load()
         pixels = _pixels(im, data, photo)
+    if fmt == "TIFF":
+        for tag in TIFF_LAYOUT_TAGS & set(exif):
+            del exif[tag]
     if len(exif):
         exif[EXIF_ORIENTATION] = 1
         photo.exif = exif.tobytes()

@@ -8,12 +8,14 @@ It makes every stage resumable and incremental:
 - `outputs`: per album path, the key of the inputs+settings its output was made from, and whether
   the write finished (`pending` rows mark a write a killed run may have left half done).
 
-Every write is a short transaction; a SIGKILL loses at most the photo in flight.
+Every write is a short transaction; a SIGKILL loses at most the photo in flight. File names
+that are not valid UTF-8 (any byte sequence is a Linux name) are stored as BLOBs of their bytes.
 Schema changes are numbered migrations applied in order (`meta.schema_version`).
 """
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import time
 from dataclasses import dataclass
@@ -120,13 +122,13 @@ class AlbumIndex:
     def cached_hash(self, relpath: str, size: int, mtime_ns: int) -> str | None:
         row = self.db.execute(
             "SELECT content_hash FROM files WHERE relpath=? AND size=? AND mtime_ns=?",
-            (relpath, size, mtime_ns),
+            (_stored(relpath), size, mtime_ns),
         ).fetchone()
         return row[0] if row else None
 
     def remember_hash(self, relpath: str, size: int, mtime_ns: int, digest: str) -> None:
         self.db.execute(
-            "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?)", (relpath, digest, size, mtime_ns)
+            "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?)", (_stored(relpath), digest, size, mtime_ns)
         )
 
     def face_photos(self) -> dict[str, str]:
@@ -134,7 +136,7 @@ class AlbumIndex:
         name); faces whose content no scanned file has any more are absent."""
         rows = self.db.execute("SELECT face_id, MIN(relpath) FROM faces JOIN files USING (content_hash) "
                                "GROUP BY face_id")
-        return dict(rows.fetchall())
+        return {face_id: _name(relpath) for face_id, relpath in rows.fetchall()}
 
     # --- analysis ----------------------------------------------------------------------------
     def analysis_done(self, content_hash: str, analysis_key: str) -> tuple[str, str] | None:
@@ -221,19 +223,19 @@ class AlbumIndex:
     def output(self, relpath: str) -> OutputRow | None:
         row = self.db.execute(
             "SELECT relpath, output_relpath, output_key, state, status, detail FROM outputs WHERE relpath=?",
-            (relpath,),
+            (_stored(relpath),),
         ).fetchone()
-        return OutputRow(row[0], row[1], row[2], row[3], row[4], json.loads(row[5])) if row else None
+        return _output_row(row) if row else None
 
     def outputs_by_target(self) -> dict[str, OutputRow]:
         rows = self.db.execute(
             "SELECT relpath, output_relpath, output_key, state, status, detail FROM outputs").fetchall()
-        return {r[1]: OutputRow(r[0], r[1], r[2], r[3], r[4], json.loads(r[5])) for r in rows}
+        return {row.output_relpath: row for row in map(_output_row, rows)}
 
     def mark_output(self, row: OutputRow) -> None:
         self.db.execute(
             "INSERT OR REPLACE INTO outputs VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (row.relpath, row.output_relpath, row.output_key, row.state, row.status,
+            (_stored(row.relpath), _stored(row.output_relpath), row.output_key, row.state, row.status,
              json.dumps(row.detail), time.time()),
         )
 
@@ -257,3 +259,22 @@ def _face_row(r: tuple) -> FaceRow:
         embedding=None if r[6] is None else np.frombuffer(r[6], np.float32).copy(),
         embedder=r[7], quality=json.loads(r[8]),
     )
+
+
+def _output_row(r: tuple) -> OutputRow:
+    return OutputRow(_name(r[0]), _name(r[1]), r[2], r[3], r[4], json.loads(r[5]))
+
+
+def _stored(name: str) -> str | bytes:
+    """A file name as stored: itself, or the bytes of a name that is not valid UTF-8 (os.fsdecode
+    made it; SQLite keeps them as a BLOB)."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return os.fsencode(name)
+    return name
+
+
+def _name(stored: str | bytes) -> str:
+    """The file name `_stored` stored."""
+    return os.fsdecode(stored) if isinstance(stored, bytes) else stored

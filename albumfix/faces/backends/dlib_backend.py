@@ -17,6 +17,11 @@ Detection rule (measured on this project's 2 shared CPU cores, benchmarks/bench_
   the CNN found all 5; on 27 real old photos (many without people) the CNN ran on 12 and found
   a face in 1 with a 0.4 MP budget (9 s per run under load), in none with 0.25 MP (7 s per run
   under load).
+- The CNN never runs on an image whose short side at its scale is below ``CNN_MIN_SIDE`` (64 px):
+  a face filling a 70 px image is the smallest it found (none in 60 px or less), and dlib
+  20.0 raises ``alias_tensor ... offset+size() <= t.size()`` below 10 px, 1 x 4000 and 6 x 4000
+  included, and can corrupt its heap doing so (the process then aborts, out of reach of any
+  exception handler).
 Embeddings: dlib's raw descriptors have length about 1.46 (1.34-1.60 on CelebA photos); they are
 stored scaled to unit length, so dlib's usual "same person below 0.6 euclidean" corresponds to
 about 0.41 on the stored unit vectors (cosine distance = euclidean^2 / 2, about 0.085).
@@ -37,6 +42,7 @@ from albumfix.faces.backends import FaceBox, unit_rows
 SHAPE_68 = "shape_predictor_68_face_landmarks.dat"
 RESNET = "dlib_face_recognition_resnet_model_v1.dat"
 MMOD = "mmod_human_face_detector.dat"
+CNN_MIN_SIDE = 64  # px at the CNN's scale; see the module docstring
 
 
 def models_folder() -> Path:
@@ -190,10 +196,13 @@ class DlibDetector:
 
     def detect_cnn(self, rgb: np.ndarray) -> list[FaceBox]:
         """rgb: (H, W, 3) uint8 -> MMOD boxes in photo px, photo scaled to cnn_max_pixels
-        (shrunk, or enlarged at most 2x)."""
+        (shrunk, or enlarged at most 2x); none when its short side is then below CNN_MIN_SIDE."""
         h, w = rgb.shape[:2]
         factor = min(2.0, float(np.sqrt(self.cnn_max_pixels / (h * w))))
-        hits = self.models.cnn()(_resized(rgb, factor), 0)
+        small = _resized(rgb, factor)
+        if min(small.shape[:2]) < CNN_MIN_SIDE:
+            return []
+        hits = self.models.cnn()(small, 0)
         return [
             FaceBox(
                 box=tuple(v / factor for v in (d.rect.left(), d.rect.top(), d.rect.right(), d.rect.bottom())),
