@@ -118,12 +118,13 @@ def _truth_faces(analyzer, rgb: np.ndarray, people: Sequence[str], split_x: int 
 
 
 def build_albums(roots: Sequence[Path | str], work_dir: Path | str, people: int | None = None,
-                 pairs: int = 6, seed: int = 0, val_fraction: float = 0.1,
+                 pairs: int = 6, seed: int = 0, val_fraction: float = 0.1, split: str = "val",
                  say: Callable[[str], None] | None = None) -> list[BenchPhoto]:
     """Build `work_dir/album/`, `work_dir/truth/` and `work_dir/manifest.json` (see the module
-    docstring) from the held-out people of `roots`; people: at most this many (None: all with 4
-    or more photos); pairs: two-person photos. Returns the manifest's photos. Deterministic for
-    a seed; an existing manifest is reused as it is."""
+    docstring) from the people of `roots` in `split` ("val": held out of training, the default;
+    "train": for calibrating thresholds without touching the held-out people); people: at most
+    this many (None: all with 4 or more photos); pairs: two-person photos. Returns the
+    manifest's photos. Deterministic for a seed; an existing manifest is reused as it is."""
     from albumfix.faces.backends import create_analyzer
     from albumfix.train.dataset import list_photos, person_split
 
@@ -133,7 +134,7 @@ def build_albums(roots: Sequence[Path | str], work_dir: Path | str, people: int 
     say = say or (lambda msg: print(msg, file=sys.stderr, flush=True))
     by_person: dict[str, list[Path]] = {}
     for photo in list_photos([Path(r) for r in roots]):
-        if person_split(photo.person, val_fraction):
+        if person_split(photo.person, val_fraction) == (split == "val"):
             by_person.setdefault(photo.person, []).append(photo.path)
     chosen = sorted(p for p, files in by_person.items() if len(files) >= 4)[:people]
     analyzer = create_analyzer("dlib", "dlib")
@@ -177,7 +178,7 @@ def build_albums(roots: Sequence[Path | str], work_dir: Path | str, people: int 
                                   f"pairs/pair{k}-{family}.png", np.random.default_rng([seed, 10_000 + k]),
                                   album, truth, work_dir))
     atomic_write_bytes(work_dir / MANIFEST, json.dumps([asdict(p) for p in photos], indent=1).encode())
-    say(f"benchmark album {album}: {len(photos)} photos of {len(chosen)} held-out people, "
+    say(f"benchmark album {album}: {len(photos)} photos of {len(chosen)} {split} people, "
         f"{sum(p.family is not None for p in photos)} damaged")
     return photos
 
@@ -273,6 +274,7 @@ def run_benchmark(work_dir: Path | str, variants: Sequence[str] = VARIANTS, code
             say(f"{variant}: no result ({err.strip().splitlines()[-1] if err.strip() else 'no output'})")
             continue
         runs[variant], seconds[variant] = result, secs
+        atomic_write_bytes(out / ".albumfix" / "run.json", json.dumps(result).encode())
         say(f"{variant}: restored in {secs:.0f} s")
     report = score(work_dir, photos, scan, runs)
     report["seconds"] = {k: round(v, 1) for k, v in seconds.items()}
