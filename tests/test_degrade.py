@@ -21,7 +21,7 @@ from albumfix.degrade import (
     sample_degradation,
     sample_photo_damage,
 )
-from albumfix.train.evaluate import psnr
+from albumfix.train.metrics import psnr
 
 
 def synthetic_face(size: int = 128, seed: int = 0) -> np.ndarray:

@@ -32,7 +32,8 @@ from albumfix.train.dataset import (
     person_split,
     save_cache,
 )
-from albumfix.train.evaluate import EvalConfig, evaluate, psnr, ssim_luma
+from albumfix.train.evaluate import EvalConfig, evaluate
+from albumfix.train.metrics import psnr, ssim_luma
 from albumfix.train.losses import (
     LossWeights,
     PatchDiscriminator,

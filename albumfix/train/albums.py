@@ -313,7 +313,7 @@ class _Scorer:
         return self.embedder.embed(rgb, [box], [np.asarray(face.landmarks, np.float32)])[0]
 
     def measure(self, rgb: np.ndarray, truth: np.ndarray, face: TruthFace, truth_desc: np.ndarray) -> dict:
-        from albumfix.train.evaluate import psnr, ssim_luma
+        from albumfix.train.metrics import psnr, ssim_luma
 
         mask = face_region(np.asarray(face.landmarks), truth.shape)
         ys, xs = np.nonzero(mask)

@@ -16,7 +16,6 @@ Metrics (per face, averaged):
 from __future__ import annotations
 
 import json
-import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -25,32 +24,7 @@ import cv2
 import numpy as np
 
 from albumfix.atomic import atomic_write_bytes
-
-_LUMA = np.array([0.299, 0.587, 0.114])
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    """PSNR in dB of two uint8 images (any equal shape), over all pixels and channels, peak 255."""
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return float("inf") if mse == 0.0 else 10.0 * math.log10(255.0 ** 2 / mse)
-
-
-def ssim_luma(a: np.ndarray, b: np.ndarray) -> float:
-    """SSIM of two (H, W, 3) uint8 RGB images on luminance Y in [0, 255] (Wang et al. 2004)."""
-    x = a.astype(np.float64) @ _LUMA
-    y = b.astype(np.float64) @ _LUMA
-    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
-
-    def blur(z: np.ndarray) -> np.ndarray:
-        return cv2.GaussianBlur(z, (11, 11), 1.5, borderType=cv2.BORDER_REFLECT)
-
-    mx, my = blur(x), blur(y)
-    sxx = blur(x * x) - mx * mx
-    syy = blur(y * y) - my * my
-    sxy = blur(x * y) - mx * my
-    value = ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx * mx + my * my + c1) * (sxx + syy + c2))
-    return float(value[5:-5, 5:-5].mean())
-
+from albumfix.train.metrics import psnr, ssim_luma
 
 VARIANTS = ("input", "unguided", "guided")
 VARIANT_HELP = {
@@ -156,7 +130,7 @@ class CropEmbedder:
 def _load_model(config: EvalConfig, device):
     """The model to evaluate, in eval mode with spectral norm folded."""
     from albumfix.restore import create_model, fold_spectral_norm
-    from albumfix.train.trainer import load_ema_from_checkpoint, settle_spectral_norm
+    from albumfix.train.checkpoints import load_ema_from_checkpoint, settle_spectral_norm
 
     if config.checkpoint:
         model = load_ema_from_checkpoint(config.checkpoint, device)
@@ -196,7 +170,7 @@ def evaluate(config: EvalConfig) -> EvalReport:
 
     from albumfix.restore.precision import ieee_fp32
     from albumfix.train.dataset import evaluation_samples, load_cache
-    from albumfix.train.trainer import resolve_device
+    from albumfix.train.checkpoints import resolve_device
 
     start = time.monotonic()
     torch.set_num_threads(config.threads)

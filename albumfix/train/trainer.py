@@ -38,6 +38,7 @@ from torch import nn
 from albumfix.atomic import atomic_write_bytes
 from albumfix.restore.precision import check_precision, ieee_fp32, resolve_precision
 from albumfix.train.dataset import AugmentConfig, PairStream, collate, evaluation_samples, load_cache
+from albumfix.train.checkpoints import resolve_device, settle_spectral_norm
 from albumfix.train.losses import LossWeights, PatchDiscriminator, discriminator_hinge_loss, restoration_loss
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -195,13 +196,6 @@ def load_train_config(path: str | Path | None = None,
     return apply_overrides(config, overrides or [])
 
 
-def resolve_device(name: str) -> torch.device:
-    """"auto" -> cuda when available, else cpu; anything else is passed to torch.device."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 def data_workers(num_workers: int | None, device: torch.device) -> int:
     """DataLoader worker processes: `num_workers` as given, or for None 0 on the CPU and
     GPU_DATA_WORKERS (at most the CPU count) on a GPU."""
@@ -227,17 +221,6 @@ def update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
     torch._foreach_lerp_(ema_params, params, 1.0 - decay)
     for eb, b in zip(ema.buffers(), model.buffers()):
         eb.copy_(b)
-
-
-@torch.no_grad()
-def settle_spectral_norm(model: nn.Module, iterations: int = 10) -> None:
-    """Refine every spectral-norm u, v of `model` for its own weights (the EMA copies the training
-    model's vectors, which track the training weights, not their average)."""
-    from albumfix.restore.layers import SNConv2d
-
-    for module in model.modules():
-        if isinstance(module, SNConv2d):
-            module.power_iteration(iterations)
 
 
 @dataclass
@@ -362,28 +345,12 @@ def load_checkpoint(state: _State, path: Path, device: torch.device) -> None:
     state.wall_seconds = float(payload["wall_seconds"])
 
 
-def checkpoint_model_config(path: str | Path) -> str:
-    """The model configuration name stored in a training checkpoint."""
-    payload = torch.load(path, map_location="cpu", weights_only=True)
-    return json.loads(payload["config"])["model"]
-
-
-def load_ema_from_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
-    """The EMA model of a training checkpoint, in eval mode (for evaluation or export)."""
-    from albumfix.restore import create_model
-
-    payload = torch.load(path, map_location="cpu", weights_only=True)
-    model = create_model(json.loads(payload["config"])["model"], device=device)
-    model.load_state_dict(payload["ema"])
-    return model.eval()
-
-
 @torch.no_grad()
 def validate(model: nn.Module, samples: list, device: torch.device, batch_size: int = 16) -> tuple[float, float]:
     """Mean PSNR (dB, RGB) of `model`'s guided restorations and of the degraded inputs against the
     targets of TrainingSamples. Returns (restored, input)."""
     from albumfix.train.dataset import tensor_to_images
-    from albumfix.train.evaluate import psnr
+    from albumfix.train.metrics import psnr
 
     was_training = model.training
     model.eval()
