@@ -50,10 +50,10 @@ def _cosine(a: np.ndarray, refs: np.ndarray) -> float:
 
 def inner_sharpness(rgb: np.ndarray, landmarks: np.ndarray) -> float:
     """Band sharpness of a face in its photo. rgb: (H, W, 3) uint8; landmarks: (68, 2) photo px."""
+    import cv2
+
     from albumfix.faces.align import ffhq_transform, landmarks_to_crop, warp_to_crop
     from albumfix.faces.quality import ANALYSIS_SIZE, band_sharpness, inner_face_mask
-
-    import cv2
 
     t = ffhq_transform(landmarks, ANALYSIS_SIZE)
     crop = cv2.cvtColor(warp_to_crop(rgb, t, border="reflect"), cv2.COLOR_RGB2GRAY).astype(np.float32)

@@ -107,7 +107,6 @@ def build_plan(ix: AlbumIndex, faces: list[FaceRow], settings: Settings, progres
 
 def _group(ix: AlbumIndex, plans: dict[str, FacePlan]) -> None:
     """Assign persons: stored people keep their faces, new faces join them or form new people."""
-    from albumfix.faces.quality import MIN_EXEMPLAR_DETAIL
     from albumfix.people.cluster import FaceRecord, Overrides, Person, assign_new
 
     stored = ix.assignments()
@@ -121,8 +120,7 @@ def _group(ix: AlbumIndex, plans: dict[str, FacePlan]) -> None:
     labels: dict[str, str | None] = {}
     for space in sorted({p.row.embedder for p in groupable}):  # embedder names are calibration spaces
         members = [p for p in groupable if p.row.embedder == space]
-        records = {p.row.face_id: FaceRecord(p.row.face_id, p.row.content_hash, p.row.embedding,
-                                             degraded=p.row.quality.get("detail", 0.0) < MIN_EXEMPLAR_DETAIL)
+        records = {p.row.face_id: FaceRecord(p.row.face_id, p.row.content_hash, p.row.embedding, _degraded(p))
                    for p in members}
         existing: dict[str, list] = {}
         for fid, rec in records.items():
@@ -137,20 +135,28 @@ def _group(ix: AlbumIndex, plans: dict[str, FacePlan]) -> None:
         plans[fid].confirmed = fid in overrides.pinned
 
 
-def _verify(plans: dict[str, FacePlan]) -> None:
-    """Attach each degraded face to the person of the album it is verified against (the margin
-    rule of albumfix.people.verify, which survives damage), unless the user confirmed its person.
-    A face left alone by grouping joins that person; `verified` marks faces whose person passed."""
-    from albumfix.people.verify import verify_people
+def _degraded(p: FacePlan) -> bool:
+    """A face without real detail (`edge_detail` below MIN_EXEMPLAR_DETAIL): its identity
+    embedding is unreliable, for grouping and for the exemplar gate alike."""
+    from albumfix.faces.quality import MIN_EXEMPLAR_DETAIL
 
+    return p.row.quality.get("detail", 0.0) < MIN_EXEMPLAR_DETAIL
+
+
+def _verify(plans: dict[str, FacePlan]) -> None:
+    """Attach each degraded face to restore to the person of the album it is verified against
+    (the margin rule of albumfix.people.verify, which survives damage), unless the user confirmed
+    its person. A face left alone by grouping joins that person; `verified` marks faces whose
+    person passed. Faces with detail keep the grouping and the strict exemplar gate: their
+    embeddings are reliable, and a person formed by grouping can hold two look-alikes."""
     with_person = [p for p in plans.values() if p.person is not None and p.row.embedding is not None]
     for space in sorted({p.row.embedder for p in with_person}):
         members = [p for p in with_person if p.row.embedder == space]
-        queries = [p for p in members if p.action == "restore" and not p.confirmed]
+        queries = [p for p in members if p.action == "restore" and not p.confirmed and _degraded(p)]
         sizes: dict[str, int] = {}
         for p in members:
             sizes[p.person] = sizes.get(p.person, 0) + 1
-        for q, v in zip(queries, _verify_each(queries, members, space, verify_people)):
+        for q, v in zip(queries, _verify_each(queries, members, space)):
             alone = sizes[q.person] == 1
             photo_people = {o.person for o in plans.values() if o.row.content_hash == q.row.content_hash and o is not q}
             if v.person is not None and (v.person == q.person or (alone and v.person not in photo_people)):
@@ -159,29 +165,48 @@ def _verify(plans: dict[str, FacePlan]) -> None:
                 q.verify_reason = v.reason or f"verified as another person than its group ({v.person})"
 
 
-def _verify_each(queries: list[FacePlan], members: list[FacePlan], space: str, verify_people):
+def _verify_each(queries: list[FacePlan], members: list[FacePlan], space: str) -> list:
     """verify_people for each query against the usable faces clearly better than it (a query's
     own row sits in its own photo, which never counts)."""
-    from albumfix.faces.quality import FaceQuality, clearly_better
+    from albumfix.faces.quality import better_than
+    from albumfix.people.verify import verify_people
 
     if not queries:
         return []
-    quality = {id(m): FaceQuality(**m.row.quality) for m in members}
-    allowed = np.array([[m.exemplar_eligible and clearly_better(quality[id(m)], quality[id(q)]) for m in members]
-                        for q in queries])
+
+    def measures(faces: list[FacePlan]) -> tuple[np.ndarray, np.ndarray]:
+        return (np.array([f.row.quality.get("detail", 0.0) for f in faces]),
+                np.array([f.row.quality["interocular_px"] for f in faces]))
+
+    (detail, iod), (q_detail, q_iod) = measures(members), measures(queries)
+    usable = np.array([m.exemplar_eligible for m in members])
+    allowed = usable[None, :] & better_than(detail[None, :], iod[None, :], q_detail[:, None], q_iod[:, None])
     return verify_people(np.stack([q.row.embedding for q in queries]), [q.row.content_hash for q in queries],
                          np.stack([m.row.embedding for m in members]), [m.row.content_hash for m in members],
                          [m.person for m in members], space=space, allowed=allowed)
+
+
+def _verified_gate(p: FacePlan, candidates: list) -> float:
+    """Identity gate for a verified face: its person passed the margin rule, so any of the
+    person's faces may guide it, except those clearly farther than its nearest one (the margin
+    again, face by face: a group of two look-alike siblings still guides each with their own)."""
+    from albumfix.people.verify import CALIBRATIONS
+
+    if not candidates:
+        return float("inf")
+    cal = CALIBRATIONS.get(p.row.embedder, CALIBRATIONS["dlib"])
+    nearest = float(np.min(1.0 - np.stack([c.embedding for c in candidates]) @ p.row.embedding))
+    return nearest + cal.margin
 
 
 def _choose(plans: dict[str, FacePlan], k: int) -> None:
     """Top-k exemplars per face to restore, among its person's usable faces that are clearly
     better than it (`clearly_better`: relative, so modest albums still have guidance).
 
-    Identity: a face whose person the user confirmed, or whose person passed the album-wide
-    margin rule (`_verify`), takes the person's faces as they are; any other face keeps the
-    strict per-exemplar identity gate, which guards automatic grouping against someone else's
-    face."""
+    Identity: a face whose person the user confirmed takes the person's faces as they are; a
+    face whose person passed the album-wide margin rule (`_verify`) takes those within the margin
+    of its nearest one (`_verified_gate`); any other face keeps the strict per-exemplar identity
+    gate, which guards automatic grouping against someone else's face."""
     from albumfix.faces.quality import FaceQuality, clearly_better
     from albumfix.people.exemplars import ExemplarFace, choose_exemplars
 
@@ -203,7 +228,7 @@ def _choose(plans: dict[str, FacePlan], k: int) -> None:
         mine = FaceQuality(**p.row.quality)
         candidates = [as_exemplar(c) for c in by_person.get(p.person, [])
                       if c is not p and clearly_better(FaceQuality(**c.row.quality), mine)] if p.person else []
-        gate = float("inf") if p.confirmed or p.verified else None
+        gate = float("inf") if p.confirmed else _verified_gate(p, candidates) if p.verified else None
         p.exemplars = choose_exemplars(as_exemplar(p), candidates, k=k, identity_gate=gate,
                                        space=p.row.embedder) if candidates else []
         if not p.exemplars:

@@ -292,8 +292,16 @@ def clearly_better(candidate: FaceQuality, query: FaceQuality) -> bool:
     3/4 of its size (interocular). Relative, so an album of modest photos still has guidance
     where its photos differ; the floor keeps damaged faces (which lack detail whatever their
     noise, grain or JPEG blocks) from ever guiding."""
-    return (candidate.detail >= max(BETTER_DETAIL_RATIO * query.detail, MIN_EXEMPLAR_DETAIL)
-            and candidate.interocular_px >= 0.75 * query.interocular_px)
+    return bool(better_than(np.array(candidate.detail), np.array(candidate.interocular_px),
+                            np.array(query.detail), np.array(query.interocular_px)))
+
+
+def better_than(detail: np.ndarray, interocular: np.ndarray, query_detail: np.ndarray,
+                query_interocular: np.ndarray) -> np.ndarray:
+    """`clearly_better` on arrays that broadcast (e.g. candidates (1, N) against queries (Q, 1))
+    -> bool array."""
+    return ((detail >= np.maximum(BETTER_DETAIL_RATIO * query_detail, MIN_EXEMPLAR_DETAIL))
+            & (interocular >= 0.75 * query_interocular))
 
 
 def decide_action(
