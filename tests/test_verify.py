@@ -73,3 +73,11 @@ def test_person_distance_is_the_mean_of_its_nearest_faces():
     faces = np.stack([_at_distance(query, d, rng) for d in near + [0.5] * 4])
     (v,) = verify_people(query[None], ["q"], faces, [f"p{i}" for i in range(7)], ["A"] * 7)
     assert cal.nearest == 3 and abs(v.distance - np.mean(near)) < 1e-9
+
+
+def test_a_person_seen_once_competes_but_is_never_accepted():
+    rng = np.random.default_rng(6)
+    query = _unit(rng.normal(size=128))
+    faces = np.stack([_at_distance(query, 0.05, rng), _at_distance(query, 0.10, rng), _at_distance(query, 0.10, rng)])
+    (v,) = verify_people(query[None], ["q"], faces, ["p1", "p2", "p3"], ["bystander", "B", "B"])
+    assert v.person is None and "seen only 1" in v.reason
