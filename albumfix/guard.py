@@ -7,9 +7,8 @@ person or makes it less sharp than the input:
   no reference, against the input face itself. With references the pasted face must not be
   farther from them than the input was (plus REFERENCE_TOLERANCE, descriptor noise); without,
   it must stay within SELF_DISTANCE of the input (cosine distances of unit embeddings);
-- sharpness: the real fine detail of the pasted face (`edge_detail` of albumfix.faces.quality,
-  at the photo's own resolution: grain and JPEG blocks removed are no loss) must be at least
-  `min_sharpness_ratio` times the input's.
+- sharpness: the band-energy sharpness of `albumfix.faces.quality` (inner face, 256-px analysis
+  crop) of the pasted face must be at least `min_sharpness_ratio` times the input's.
 Strengths are tried from the requested one down (`STRENGTH_STEPS`); the first that passes is
 kept, else the original face stays (strength 0). Every decision is recorded (`GuardResult`).
 """
@@ -23,9 +22,7 @@ import numpy as np
 STRENGTH_STEPS = (1.0, 0.6, 0.3)
 SELF_DISTANCE = {"dlib": 0.035, "arcface": 0.3}
 REFERENCE_TOLERANCE = {"dlib": 0.005, "arcface": 0.04}  # descriptor noise allowed beyond the input's distance
-# the paste-back's resampling alone costs a perfect restoration about 10 % of the edge detail
-# (the sample album's podium face pasted back unchanged: 0.265 -> 0.240), hence not 1.0
-MIN_SHARPNESS_RATIO = 0.8
+MIN_SHARPNESS_RATIO = 0.9
 
 
 @dataclass
@@ -33,7 +30,7 @@ class GuardResult:
     """The guard's decision for one face. strength: what was kept (0: the original face);
     reason: "" when the restoration passed at the requested strength, else why it was lowered;
     identity_input / identity_output: cosine distance to the references (or, without references,
-    0 and the distance to the input); sharpness_input / sharpness_output: edge detail."""
+    0 and the distance to the input); sharpness_input / sharpness_output: band sharpness."""
 
     strength: float
     reason: str
@@ -52,19 +49,15 @@ def _cosine(a: np.ndarray, refs: np.ndarray) -> float:
 
 
 def inner_sharpness(rgb: np.ndarray, landmarks: np.ndarray) -> float:
-    """Real fine detail of a face in its photo (`albumfix.faces.quality.edge_detail`, which grain,
-    noise and JPEG blocks do not raise, so removing them never reads as a loss). rgb: (H, W, 3)
-    uint8; landmarks: (68, 2) photo px."""
+    """Band sharpness of a face in its photo. rgb: (H, W, 3) uint8; landmarks: (68, 2) photo px."""
     import cv2
 
-    from albumfix.faces.quality import edge_detail, eye_centres, landmark_box
+    from albumfix.faces.align import ffhq_transform, landmarks_to_crop, warp_to_crop
+    from albumfix.faces.quality import ANALYSIS_SIZE, band_sharpness, inner_face_mask
 
-    x0, y0, x1, y1 = landmark_box(np.asarray(landmarks, np.float64), *rgb.shape[:2])
-    if x1 <= x0 or y1 <= y0:
-        return 0.0
-    left, right = eye_centres(landmarks)
-    gray = cv2.cvtColor(np.ascontiguousarray(rgb[y0:y1, x0:x1]), cv2.COLOR_RGB2GRAY).astype(np.float32)
-    return edge_detail(gray, float(np.hypot(*(right - left))))
+    t = ffhq_transform(landmarks, ANALYSIS_SIZE)
+    crop = cv2.cvtColor(warp_to_crop(rgb, t, border="reflect"), cv2.COLOR_RGB2GRAY).astype(np.float32)
+    return band_sharpness(crop, inner_face_mask(landmarks_to_crop(landmarks, t), ANALYSIS_SIZE))
 
 
 def guard_face(
