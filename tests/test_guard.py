@@ -3,7 +3,6 @@ pasted at a lower strength or not at all. Real photos, real dlib embeddings, rea
 from __future__ import annotations
 
 import cv2
-import numpy as np
 import pytest
 
 from conftest import SAMPLE_ALBUM
