@@ -37,7 +37,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from itertools import combinations
 from pathlib import Path
 from typing import Callable, Sequence
@@ -106,13 +106,13 @@ def _truth_faces(analyzer, rgb: np.ndarray, people: Sequence[str], split_x: int 
     halves = [(0, rgb.shape[1])] if split_x is None else [(0, split_x), (split_x, rgb.shape[1])]
     out = []
     for person, (x0, x1) in zip(people, halves):
-        inside = [f for f in faces if x0 <= (f.box[0] + f.box[2]) / 2 < x1]
-        for f in inside:
-            f.box = (f.box[0] - x0, f.box[1], f.box[2] - x0, f.box[3])
-        face = main_face(inside, x1 - x0, rgb.shape[0])
+        # the half's faces with boxes in the half's own coordinates, for main_face's centre rule
+        local = [replace(f, box=(f.box[0] - x0, f.box[1], f.box[2] - x0, f.box[3]))
+                 for f in faces if x0 <= (f.box[0] + f.box[2]) / 2 < x1]
+        face = main_face(local, x1 - x0, rgb.shape[0])
         if face is None:
             return []
-        box = [face.box[0] + x0, face.box[1], face.box[2] + x0, face.box[3]]
+        box = (face.box[0] + x0, face.box[1], face.box[2] + x0, face.box[3])
         out.append(TruthFace(person, np.round(face.landmarks, 2).tolist(), [round(v, 1) for v in box]))
     return out
 
