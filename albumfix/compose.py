@@ -70,7 +70,6 @@ class Composer:
         self.pending: list[_PhotoWork] = []  # photos waiting for faces, in submit order
         self.queue: list[_FaceWork] = []  # their faces not restored yet, in the same order
         self._refs: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-        self._torch_dlib = None
 
     @property
     def engine(self):
@@ -219,7 +218,7 @@ class Composer:
         face = self.plan.faces[fw.face_id]
         if face.row.embedding is None:
             return paste(settings.strength), None
-        embedder = self._guard_embedder(face.row.embedder)
+        embedder = self.pipeline.analyzer().embedding_part  # the space the stored embeddings are in
         # the guard looks at the face's own region only (the crop square), whatever the photo's size
         x0, y0, x1, y1 = _crop_region(fw.transform, pixels.shape)
         offset = np.array([x0, y0], np.float32)
@@ -230,17 +229,6 @@ class Composer:
         return guard_face(paste, to_rgb, lambda rgb: embedder.embed(rgb, [box], [landmarks])[0],
                           to_rgb(pixels), landmarks, face.row.embedding,
                           [r for r in refs if r is not None], settings.strength, space=face.row.embedder)
-
-    def _guard_embedder(self, space: str):
-        """The embedder of the guard's identity checks: the torch port of dlib's network for the
-        dlib space (the same descriptors, several times faster than dlib), else the analyser's."""
-        if space != "dlib":
-            return self.pipeline.analyzer().embedding_part
-        if self._torch_dlib is None:
-            from albumfix.faces.backends.dlib_resnet import TorchDlibEmbedder
-
-            self._torch_dlib = TorchDlibEmbedder()
-        return self._torch_dlib
 
     @staticmethod
     def _write_image(path: Path, rgb: np.ndarray) -> None:

@@ -26,7 +26,7 @@ import cv2
 import numpy as np
 
 from albumfix.faces.analyzer import BackendUnavailable
-from albumfix.faces.backends import FaceBox, gpu_index, torch_hub_checkpoints
+from albumfix.faces.backends import FaceBox, torch_device_name, torch_hub_checkpoints
 from albumfix.faces.landmarks import MIRROR_68
 
 FAN_FILE = "2DFAN4-11f355bf06.pth.tar"
@@ -94,16 +94,6 @@ def _load_network(path: str, mtime_ns: int, device: str):
     net = FAN(depth)
     net.load_state_dict(state)
     return net.to(device).eval()
-
-
-def torch_device_name(device: str) -> str:
-    """albumfix device name -> torch's: "auto" is "cuda" when torch sees a GPU, else "cpu"."""
-    gpu_index(device)  # validates the name
-    if device != "auto":
-        return device
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 class FanLandmarker:
