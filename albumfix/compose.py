@@ -205,6 +205,7 @@ class Composer:
         keeps the face its person's and no less sharp (albumfix.guard). -> (pixels or None, GuardResult or None)."""
         from dataclasses import replace
 
+        from albumfix.faces.align import source_region
         from albumfix.guard import guard_face
         from albumfix.restore.blend import paste_face
 
@@ -220,7 +221,7 @@ class Composer:
             return paste(settings.strength), None
         embedder = self.pipeline.analyzer().embedding_part  # the space the stored embeddings are in
         # the guard looks at the face's own region only (the crop square), whatever the photo's size
-        x0, y0, x1, y1 = _crop_region(fw.transform, pixels.shape)
+        x0, y0, x1, y1 = source_region(fw.transform, *pixels.shape[:2])
         offset = np.array([x0, y0], np.float32)
         landmarks = face.row.landmarks - offset
         box = FaceBox(tuple(np.asarray(face.row.box) - np.tile(offset, 2)), 1.0, None, "stored")
@@ -237,17 +238,6 @@ class Composer:
         buf = io.BytesIO()
         Image.fromarray(rgb).save(buf, format="JPEG" if path.suffix == ".jpg" else "PNG", quality=90)
         atomic_write_bytes(path, buf.getvalue())
-
-
-def _crop_region(transform, shape: tuple[int, ...]) -> tuple[int, int, int, int]:
-    """Photo box (x0, y0, x1, y1), end exclusive, clipped, of an aligned crop's square."""
-    from albumfix.faces.align import landmarks_to_photo
-
-    s = transform.size
-    corners = landmarks_to_photo(np.array([[0, 0], [0, s], [s, s], [s, 0]], np.float32) - 0.5, transform)
-    x0, y0 = np.maximum(np.floor(corners.min(axis=0)).astype(int), 0)
-    x1, y1 = np.ceil(corners.max(axis=0)).astype(int) + 1
-    return int(x0), int(y0), int(min(x1, shape[1])), int(min(y1, shape[0]))
 
 
 def _thumb(strip: np.ndarray) -> np.ndarray:

@@ -7,8 +7,8 @@ person or makes it less sharp than the input:
   no reference, against the input face itself. With references the pasted face must not be
   farther from them than the input was (plus REFERENCE_TOLERANCE, descriptor noise); without,
   it must stay within SELF_DISTANCE of the input (cosine distances of unit embeddings);
-- sharpness: the band-energy sharpness of `albumfix.faces.quality` (inner face, 256-px analysis
-  crop) of the pasted face must be at least `min_sharpness_ratio` times the input's.
+- sharpness: `albumfix.faces.quality.face_sharpness` (band energy of the inner face on the
+  256-px analysis crop) of the pasted face must be at least `min_sharpness_ratio` times the input's.
 Strengths are tried from the requested one down (`STRENGTH_STEPS`); the first that passes is
 kept, else the original face stays (strength 0). Every decision is recorded (`GuardResult`).
 """
@@ -48,18 +48,6 @@ def _cosine(a: np.ndarray, refs: np.ndarray) -> float:
     return float(np.mean(1.0 - refs @ a))
 
 
-def inner_sharpness(rgb: np.ndarray, landmarks: np.ndarray) -> float:
-    """Band sharpness of a face in its photo. rgb: (H, W, 3) uint8; landmarks: (68, 2) photo px."""
-    import cv2
-
-    from albumfix.faces.align import ffhq_transform, landmarks_to_crop, warp_to_crop
-    from albumfix.faces.quality import ANALYSIS_SIZE, band_sharpness, inner_face_mask
-
-    t = ffhq_transform(landmarks, ANALYSIS_SIZE)
-    crop = cv2.cvtColor(warp_to_crop(rgb, t, border="reflect"), cv2.COLOR_RGB2GRAY).astype(np.float32)
-    return band_sharpness(crop, inner_face_mask(landmarks_to_crop(landmarks, t), ANALYSIS_SIZE))
-
-
 def guard_face(
     paste: Callable[[float], np.ndarray],
     to_rgb: Callable[[np.ndarray], np.ndarray],
@@ -83,7 +71,9 @@ def guard_face(
     """
     refs = np.stack(references) if len(references) else None
     ident_in = _cosine(input_embedding, refs) if refs is not None else 0.0
-    sharp_in = inner_sharpness(original_rgb, landmarks)
+    from albumfix.faces.quality import face_sharpness
+
+    sharp_in = face_sharpness(original_rgb, landmarks)
     if refs is not None:
         limit = ident_in + REFERENCE_TOLERANCE.get(space, REFERENCE_TOLERANCE["dlib"])
     else:
@@ -95,7 +85,7 @@ def guard_face(
         pixels = paste(s)
         rgb = to_rgb(pixels)
         ident_out = _cosine(embed(rgb), target)
-        sharp_out = inner_sharpness(rgb, landmarks)
+        sharp_out = face_sharpness(rgb, landmarks)
         last = (ident_out, sharp_out)
         problems = []
         if ident_out > limit:

@@ -156,9 +156,12 @@ def _verify(plans: dict[str, FacePlan]) -> None:
         sizes: dict[str, int] = {}
         for p in members:
             sizes[p.person] = sizes.get(p.person, 0) + 1
+        in_photo: dict[str, list[FacePlan]] = {}
+        for o in plans.values():
+            in_photo.setdefault(o.row.content_hash, []).append(o)
         for q, v in zip(queries, _verify_each(queries, members, space)):
             alone = sizes[q.person] == 1
-            photo_people = {o.person for o in plans.values() if o.row.content_hash == q.row.content_hash and o is not q}
+            photo_people = {o.person for o in in_photo[q.row.content_hash] if o is not q}
             if v.person is not None and (v.person == q.person or (alone and v.person not in photo_people)):
                 q.person, q.verified = v.person, True
             else:

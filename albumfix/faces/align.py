@@ -110,7 +110,7 @@ def landmarks_to_photo(points: np.ndarray, t: AlignTransform) -> np.ndarray:
     return _apply(t.inverse_matrix, points).astype(np.float32)
 
 
-def _source_region(t: AlignTransform, height: int, width: int, margin: float) -> tuple[int, int, int, int]:
+def source_region(t: AlignTransform, height: int, width: int, margin: float = 0.0) -> tuple[int, int, int, int]:
     """Photo pixel box (x0, y0, x1, y1), end exclusive, clipped, that the crop samples from."""
     s = t.size
     corners = _apply(t.inverse_matrix, np.array([[-0.5, -0.5], [-0.5, s - 0.5], [s - 0.5, s - 0.5], [s - 0.5, -0.5]]))
@@ -148,7 +148,7 @@ def warp_to_crop(image: np.ndarray, t: AlignTransform, border: str = "reflect") 
         raise ValueError(f"expected (H, W) or (H, W, C) image, got shape {image.shape}")
     levels = max(0, int(np.floor(np.log2(1.0 / t.scale)))) if t.scale < 0.5 else 0
     h, w = image.shape[:2]
-    x0, y0, x1, y1 = _source_region(t, h, w, margin=2.0 * 2**levels + 2.0)
+    x0, y0, x1, y1 = source_region(t, h, w, margin=2.0 * 2**levels + 2.0)
     region = np.ascontiguousarray(image[y0:y1, x0:x1])
     # region (x, y) -> photo (x + x0, y + y0); pyrDown keeps even pixels: coarse p -> finer 2 p
     shift = np.array([[1.0, 0.0, x0], [0.0, 1.0, y0], [0.0, 0.0, 1.0]])

@@ -237,6 +237,15 @@ def edge_detail(gray: np.ndarray, interocular: float) -> float:
     return float(np.sqrt(max(excess, 0.0)) / max(float(np.sqrt(np.mean(mid**2))), 1e-3))
 
 
+def face_sharpness(rgb: np.ndarray, landmarks: np.ndarray) -> float:
+    """rgb: (H, W, 3) uint8 photo; landmarks: (68, 2) photo px -> `band_sharpness` of the inner
+    face on its FFHQ crop at ANALYSIS_SIZE (reflect border)."""
+    lm = np.asarray(landmarks, dtype=np.float64)
+    t = ffhq_transform(lm, ANALYSIS_SIZE)
+    crop = _gray(warp_to_crop(rgb, t, border="reflect"))
+    return band_sharpness(crop, inner_face_mask(landmarks_to_crop(lm, t), ANALYSIS_SIZE))
+
+
 def quality_score(sharpness: float, noise: float, block: float) -> float:
     """Logistic combination (weights fitted on CelebA, see module doc) -> [0, 1]."""
     w = SCORE_WEIGHTS
@@ -261,8 +270,7 @@ def assess_face(rgb: np.ndarray, face: DetectedFace) -> FaceQuality:
     if not np.isfinite(lm).all() or iod < 1e-6:
         return FaceQuality(iod, 0.0, 0.0, 0.0, 90.0, spread, False, problem or "degenerate landmarks", 0.0, 0.0)
     t = ffhq_transform(lm, ANALYSIS_SIZE)
-    crop = _gray(warp_to_crop(rgb, t, border="reflect"))
-    sharp = band_sharpness(crop, inner_face_mask(landmarks_to_crop(lm, t), ANALYSIS_SIZE))
+    sharp = face_sharpness(rgb, lm)
     x0, y0, x1, y1 = landmark_box(lm, *rgb.shape[:2])
     region = _gray(rgb[y0:y1, x0:x1]) if x1 > x0 and y1 > y0 else np.zeros((0, 0), np.float32)
     noise = noise_sigma(region) * min(1.0, t.scale) if region.size else 0.0

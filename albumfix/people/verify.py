@@ -85,7 +85,7 @@ def verify_people(
         return []
     if not people:
         return [Verification(None, float("inf"), float("inf"), "no person in the album")] * len(queries)
-    member = np.array([[p == q for p in face_people] for q in people])  # (P, N)
+    member = np.array(people)[:, None] == np.array(face_people)[None, :]  # (P, N)
     same_photo = np.array(query_photos)[:, None] == np.array(face_photos)[None, :]  # (Q, N)
     dist = 1.0 - np.asarray(queries, np.float64) @ np.asarray(faces, np.float64).T  # (Q, N)
     dist[same_photo] = np.inf

@@ -349,6 +349,8 @@ def score(work_dir: Path, photos: list[BenchPhoto], scan: dict, runs: dict[str, 
     damaged_paths = {p.path for p in photos if p.family}
     rows: dict[str, dict[str, list]] = {}
     damaged_exemplars = {v: set() for v in runs}
+    run_faces = {v: {(p["path"], f["id"]): f for p in result["photos"] for f in p["faces"]}
+                 for v, result in runs.items()}
     for photo in photos:
         if photo.family is None:
             continue
@@ -364,8 +366,8 @@ def score(work_dir: Path, photos: list[BenchPhoto], scan: dict, runs: dict[str, 
                    "degraded": bool(found and found["action"] == "restore"),
                    **{f"{v}.{m}": val for v, img in images.items()
                       for m, val in scorer.measure(img, truth, face, truth_desc).items()}}
-            for v, result in runs.items():
-                info = _face_in(result, photo.path, found["id"]) if found else None
+            for v in runs:
+                info = run_faces[v].get((photo.path, found["id"])) if found else None
                 restored = (info or {}).get("restored") or {}
                 exemplar = restored.get("exemplar") if restored.get("guided") else None
                 row[f"{v}.restored"] = bool(restored)
@@ -376,12 +378,11 @@ def score(work_dir: Path, photos: list[BenchPhoto], scan: dict, runs: dict[str, 
             for family in (photo.family, "all"):
                 for name, value in row.items():
                     rows.setdefault(family, {}).setdefault(name, []).append(value)
-    for v, result in runs.items():
-        for p in result["photos"]:
-            for f in p["faces"]:
-                ex = (f.get("restored") or {}).get("exemplar")
-                if ex and face_owner.get(ex, ("", None))[0] in damaged_paths:
-                    damaged_exemplars[v].add(ex)
+    for v, faces in run_faces.items():
+        for f in faces.values():
+            ex = (f.get("restored") or {}).get("exemplar")
+            if ex and face_owner.get(ex, ("", None))[0] in damaged_paths:
+                damaged_exemplars[v].add(ex)
     labels = {f["id"]: f["person"] for key, f in matched.items() if f.get("person")}
     truth_people = {f["id"]: person_of[key] for key, f in matched.items() if f.get("person")}
     precision, recall = _pairwise(labels, truth_people)
@@ -389,13 +390,6 @@ def score(work_dir: Path, photos: list[BenchPhoto], scan: dict, runs: dict[str, 
             "grouping": {"precision": precision, "recall": recall, "faces": len(labels)},
             "damaged_faces_as_exemplars": {v: sorted(s) for v, s in damaged_exemplars.items()},
             "photos": len(photos), "variants": list(runs)}
-
-
-def _face_in(result: dict, path: str, face_id: str) -> dict | None:
-    for p in result["photos"]:
-        if p["path"] == path:
-            return next((f for f in p["faces"] if f["id"] == face_id), None)
-    return None
 
 
 def _summarise(rows: dict[str, list], variants: list[str]) -> dict:
