@@ -13,7 +13,7 @@ STAMP  := $(VENV)/.installed
 DATA   ?= ../shared/data/faces
 CACHE  ?= cache/train-s128.npz
 
-.PHONY: install demo test test-fast bench bench-albums bench-gpu dataset train eval sample-album clean help
+.PHONY: install demo test test-fast bench bench-albums bench-gpu dataset train train-identity eval sample-album clean help
 
 help:
 	@echo "make demo     set up (if needed) and restore sample_album/ into $(OUT)/"
@@ -23,6 +23,7 @@ help:
 	@echo "make bench-gpu  restoration speed and memory on a CUDA GPU (< 8 min; JSON in runs/bench-gpu/)"
 	@echo "make dataset  build the training cache from $(DATA) (resumable)"
 	@echo "make train    train the shipped default weights (hours on CPU; see MODEL_CARD.md)"
+	@echo "make train-identity  fine-tune the identity network for damaged faces (~25 min on 2 cores)"
 	@echo "make eval     evaluate the shipped weights on all held-out people (~10 min on 2 cores)"
 	@echo "make bench-albums  end-to-end album benchmark: whole damaged photos through albumfix restore"
 	@echo "make sample-album  rebuild sample_album/ from its public-domain sources"
@@ -60,6 +61,9 @@ dataset: $(STAMP)
 
 train: $(STAMP)
 	$(VENV)/bin/albumfix train --config tools/albumfix-s128.toml cache=$(CACHE)
+
+train-identity: $(STAMP)
+	$(VENV)/bin/albumfix train-identity $(DATA)/celeba $(DATA)/lfw --set cache/identity-set.npz --out runs/identity/albumfix-id-robust.safetensors
 
 eval: $(STAMP)
 	$(VENV)/bin/albumfix eval --cache $(CACHE) --out runs/eval-val.json --examples runs/eval-val.png

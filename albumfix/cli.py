@@ -98,7 +98,7 @@ RestoreModeOpt = Annotated[Optional[str], typer.Option("--restore", envvar=_env(
 MinFaceOpt = Annotated[Optional[int], typer.Option("--min-face-size", envvar=_env("min_face_size"),
                        help="Skip faces whose eye-to-eye distance is below this many px [default: 24].")]
 ExemplarsOpt = Annotated[Optional[int], typer.Option("--exemplars", envvar=_env("exemplars"),
-                         help="Exemplars kept per degraded face; the best guides the model; 0 restores without guidance [default: 1].")]
+                         help="Exemplars per degraded face: each guides one restoration and the outputs are fused per facial region (K times the model work); 0 restores without guidance [default: 1].")]
 WaitOpt = Annotated[Optional[float], typer.Option("--wait", envvar=_env("wait"), metavar="SECONDS",
                     help="When another albumfix run is using OUTPUT, wait up to this long for it "
                          "instead of exiting with code 5 [default: 0].")]
@@ -504,6 +504,26 @@ def train(
     _setup_logging(0, False)
     result = run_training(load_train_config(config, overrides or []))
     typer.echo(json.dumps(asdict(result), indent=2, default=str))
+
+
+@app.command("train-identity")
+def train_identity(
+    roots: Annotated[list[Path], typer.Argument(help="Identity folders laid out ROOT/<person>/*.jpg.")],
+    out: Annotated[Path, typer.Option("--out", help="Identity weights to write (.safetensors); copy them into the models folder (see models list) to use them.")] = Path("runs/identity/albumfix-id-robust.safetensors"),
+    set_path: Annotated[Path, typer.Option("--set", help="Chip set to build or reuse (.npz).")] = Path("cache/identity-set.npz"),
+    variants: Annotated[int, typer.Option("--variants", min=1, help="Damaged copies per photo in a new set.")] = 3,
+    steps: Annotated[int, typer.Option("--steps", min=1)] = 1500,
+    lr: Annotated[float, typer.Option("--lr")] = 5e-5,
+    jobs: Annotated[int, typer.Option("--jobs", min=1, help="Processes building the set.")] = 2,
+) -> None:
+    """Fine-tune dlib's identity network so damaged faces embed where their sharp photos do
+    (albumfix.train.identity). scan uses the result for degraded faces once it is in the models
+    folder as albumfix-id-robust.safetensors (none ships: see the module's measurements)."""
+    from albumfix.train.identity import IdentityTraining, build_identity_set, train_robust_embedder
+
+    data = build_identity_set(roots, set_path, variants=variants, jobs=jobs, say=typer.echo)
+    record = train_robust_embedder(data, out, IdentityTraining(steps=steps, lr=lr), say=typer.echo)
+    typer.echo(json.dumps({k: record[k] for k in ("steps", "best_step", "seconds", "before", "best")}, indent=2))
 
 
 @app.command("eval")

@@ -50,10 +50,10 @@ class Plan:
     def faces_to_restore(self, content_hash: str) -> list[str]:
         return [f.row.face_id for f in self.by_photo(content_hash) if f.action == "restore"]
 
-    def exemplar_of(self, face_id: str) -> str | None:
-        """The exemplar that guides the model for this face (the best one), or None."""
-        choices = self.faces[face_id].exemplars
-        return choices[0].face_id if choices else None
+    def exemplars_of(self, face_id: str) -> list[str]:
+        """The exemplars that guide the model for this face, best first (each guides one
+        restoration; the outputs are fused: albumfix.restore.fusion); [] when unguided."""
+        return [c.face_id for c in self.faces[face_id].exemplars]
 
     def face_reports(self, content_hash: str) -> list[dict]:
         """JSON objects of the photo's faces (ids stable across runs)."""
@@ -138,9 +138,9 @@ def _group(ix: AlbumIndex, plans: dict[str, FacePlan]) -> None:
 def _degraded(p: FacePlan) -> bool:
     """A face without real detail (`edge_detail` below MIN_EXEMPLAR_DETAIL): its identity
     embedding is unreliable, for grouping and for the exemplar gate alike."""
-    from albumfix.faces.quality import MIN_EXEMPLAR_DETAIL
+    from albumfix.faces.quality import lacks_detail
 
-    return p.row.quality.get("detail", 0.0) < MIN_EXEMPLAR_DETAIL
+    return lacks_detail(p.row.quality.get("detail", 0.0))
 
 
 def _verify(plans: dict[str, FacePlan]) -> None:

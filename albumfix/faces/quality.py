@@ -261,6 +261,31 @@ def landmark_box(landmarks: np.ndarray, height: int, width: int) -> tuple[int, i
     return x0, y0, max(min(hi[0], width), x0), max(min(hi[1], height), y0)
 
 
+def face_detail(rgb: np.ndarray, landmarks: np.ndarray) -> float:
+    """rgb: (H, W, 3) uint8 photo; landmarks: (68, 2) photo px -> `edge_detail` of the face's
+    landmark box (0 for degenerate landmarks or an empty box)."""
+    lm = np.asarray(landmarks, dtype=np.float64)
+    if lm.shape != (68, 2) or not np.isfinite(lm).all():
+        return 0.0
+    left, right = eye_centres(lm)
+    iod = float(np.hypot(*(right - left)))
+    x0, y0, x1, y1 = landmark_box(lm, *rgb.shape[:2])
+    if iod < 1e-6 or x1 <= x0 or y1 <= y0:
+        return 0.0
+    return edge_detail(_gray(rgb[y0:y1, x0:x1]), iod)
+
+
+def lacks_detail(detail: float) -> bool:
+    """Whether a face's `edge_detail` is below MIN_EXEMPLAR_DETAIL: a degraded face, never an
+    exemplar, embedded by the degradation-robust network, its fine band noise or artefacts."""
+    return detail < MIN_EXEMPLAR_DETAIL
+
+
+def is_degraded(rgb: np.ndarray, landmarks: np.ndarray) -> bool:
+    """`lacks_detail` of the face at `landmarks` (68, 2) photo px in rgb (H, W, 3) uint8."""
+    return lacks_detail(face_detail(rgb, landmarks))
+
+
 def assess_face(rgb: np.ndarray, face: DetectedFace) -> FaceQuality:
     """rgb: (H, W, 3) uint8 photo; face: its landmarks (68, 2) photo px -> FaceQuality."""
     lm = np.asarray(face.landmarks, dtype=np.float64)
@@ -285,7 +310,7 @@ def assess_face(rgb: np.ndarray, face: DetectedFace) -> FaceQuality:
         landmarks_ok=ok,
         landmark_problem=problem,
         score=quality_score(sharp, noise, block),
-        detail=edge_detail(region, iod) if region.size else 0.0,
+        detail=face_detail(rgb, lm),
     )
 
 

@@ -218,6 +218,20 @@ def person_split(person: str, val_fraction: float, salt: str = "albumfix-val") -
     return int(int.from_bytes(digest[:8], "big") / 2**64 < val_fraction)
 
 
+def people_photos(roots: Sequence[Path], split: str = "train", val_fraction: float = 0.1) -> dict[str, list[Path]]:
+    """Person name -> sorted photo paths, for the people of `split` ("train" | "val")."""
+    by_person: dict[str, list[Path]] = {}
+    for photo in list_photos([Path(r) for r in roots]):
+        if person_split(photo.person, val_fraction) == (split == "val"):
+            by_person.setdefault(photo.person, []).append(photo.path)
+    return by_person
+
+
+def album_people(by_person: dict[str, list[Path]], people: int | None) -> list[str]:
+    """The people an album of `people` persons is built from: sorted names with 4+ photos."""
+    return sorted(p for p, files in by_person.items() if len(files) >= 4)[:people]
+
+
 def _encode_jpeg(rgb: np.ndarray, quality: int) -> np.ndarray:
     ok, buf = cv2.imencode(".jpg", rgb[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, quality])
     if not ok:

@@ -151,13 +151,17 @@ def _pick_faces(faces: str, models_dir: str | None, upsample: int, cnn_fallback:
                 raise
         else:
             return pack.detector(), pack.embedder(), pack
-    from albumfix.faces.backends.dlib_resnet import TorchDlibEmbedder
+    from albumfix.faces.backends.dlib_resnet import ROBUST_WEIGHTS_NAME, TorchDlibEmbedder
+    from albumfix.restore.weights import find_weights
 
     # dlib's descriptors computed by albumfix's torch port of its network: the same vectors
-    # (within 2e-6), 9 ms a face against dlib's 80 ms on 2 cores, where they were 85 % of a scan
+    # (within 2e-6), 9 ms a face against dlib's 80 ms on 2 cores, where they were 85 % of a scan;
+    # degraded faces by a fine-tuned state of the same network when the models folder has one
+    # (none ships: the one trained here did not beat dlib's own, see albumfix/train/identity.py)
     models = dlib_backend.DlibModels.load()
     detector = models.detector(upsample=upsample, cnn_fallback=cnn_fallback)
-    return detector, TorchDlibEmbedder(device=torch_device_name(device)), None
+    tuned = find_weights(ROBUST_WEIGHTS_NAME)
+    return detector, TorchDlibEmbedder(device=torch_device_name(device), degraded_weights=tuned), None
 
 
 def _pick_landmarker(landmarks: str, pack, models_dir: str | None, device: str) -> Landmarker:

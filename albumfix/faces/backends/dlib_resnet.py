@@ -600,18 +600,47 @@ class DlibResNet(nn.Module):
         return (descriptor, features) if return_features else descriptor
 
 
+ROBUST_WEIGHTS_NAME = "albumfix-id-robust"  # <models dir>/albumfix-id-robust.safetensors (`albumfix train-identity`)
+
+
+def read_robust_weights(path: str | Path) -> dict[str, torch.Tensor]:
+    """The float32 state dict of a fine-tuned `DlibResNet` saved by
+    `albumfix.train.identity.train_robust_embedder` (safetensors, metadata format
+    "albumfix-identity"). Raises BackendUnavailable when the file is missing or is not one."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file, safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise BackendUnavailable(f"identity weights {path.name} not found in {path.parent}")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            kind = (f.metadata() or {}).get("format")
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise BackendUnavailable(f"identity weights {path} are unreadable: {exc}") from exc
+    if kind != "albumfix-identity":
+        raise BackendUnavailable(f"{path} is not an albumfix identity weights file (format {kind!r})")
+    return {k: v.float() for k, v in tensors.items()}
+
+
 @lru_cache(maxsize=None)
-def _shared_resnet(path: str, device: str) -> DlibResNet:
-    model = DlibResNet(read_dlib_net(path)).to(device).eval()
-    return model.requires_grad_(False)
+def _shared_resnet(path: str, device: str, weights: str | None) -> DlibResNet:
+    model = DlibResNet(read_dlib_net(path))
+    if weights is not None:
+        model.load_state_dict(read_robust_weights(weights), strict=True)
+    return model.to(device).eval().requires_grad_(False)
 
 
-def load_dlib_resnet(path: str | Path | None = None, device: str | torch.device = "cpu") -> DlibResNet:
+def load_dlib_resnet(path: str | Path | None = None, device: str | torch.device = "cpu",
+                     weights: str | Path | None = None) -> DlibResNet:
     """The network of `path` (None: `default_model_path()`) on `device`, in eval mode with frozen
-    parameters (gradients still flow to the chips). One shared module per file and device:
-    copy.deepcopy it before changing it."""
+    parameters (gradients still flow to the chips); weights: a fine-tuned state of the same
+    network (`read_robust_weights`) replacing the file's own, None: dlib's. One shared module per
+    file, weights and device: copy.deepcopy it before changing it."""
     resolved = Path(path or default_model_path()).resolve()
-    return _shared_resnet(str(resolved), str(torch.device(device)))
+    tuned = str(Path(weights).resolve()) if weights is not None else None
+    return _shared_resnet(str(resolved), str(torch.device(device)), tuned)
 
 
 # ---------------------------------------------------------------- NumPy helpers and embedder
@@ -629,10 +658,12 @@ def embed_chips(
     batch_size: int = 32,
     device: str | torch.device = "cpu",
     path: str | Path | None = None,
+    weights: str | Path | None = None,
 ) -> np.ndarray:
     """(N, 150, 150, 3) uint8 RGB chips -> (N, 128) float32 raw descriptors (as dlib's
-    compute_face_descriptor, not normalised), `batch_size` chips per forward pass."""
-    model = load_dlib_resnet(path, device)
+    compute_face_descriptor, not normalised; of the fine-tuned `weights` when given),
+    `batch_size` chips per forward pass."""
+    model = load_dlib_resnet(path, device, weights)
     out = np.empty((len(chips), DESCRIPTOR_SIZE), dtype=np.float32)
     with torch.inference_mode():
         for start in range(0, len(chips), batch_size):
@@ -662,18 +693,34 @@ def face_chips(rgb: np.ndarray, landmarks_list: list[np.ndarray]) -> np.ndarray:
 
 
 class TorchDlibEmbedder:
-    """Embedder: dlib's descriptor computed by `DlibResNet` in batches on any device; the same
-    embedding space as DlibEmbedder (name "dlib"), stored scaled to unit length."""
+    """Embedder: dlib's descriptor computed by `DlibResNet` in batches on any device, stored
+    scaled to unit length (name "dlib": dlib's embedding space, whose grouping and verification
+    calibrations apply).
+
+    degraded_weights: a fine-tuned state of the network (`read_robust_weights`; written by
+    `albumfix train-identity`, found as ROBUST_WEIGHTS_NAME in the models folders) that embeds the *degraded* faces (no real fine
+    detail: `albumfix.faces.quality.is_degraded`): it is trained to put a damaged face where
+    dlib puts the same face sharp, so a blurred, faded or sepia face lands near its own person's
+    sharp photos, which dlib's own network embeds as always. None: dlib's network for every face.
+    """
 
     name = "dlib"
 
     def __init__(self, device: str | torch.device = "cpu", batch_size: int = 32,
-                 path: str | Path | None = None) -> None:
+                 path: str | Path | None = None, degraded_weights: str | Path | None = None) -> None:
         self.device = device
         self.batch_size = int(batch_size)
         self.path = path
+        self.degraded_weights = degraded_weights
 
     def embed(self, rgb: np.ndarray, faces: list[FaceBox], landmarks: list[np.ndarray]) -> list[np.ndarray]:
         """rgb: (H, W, 3) uint8 -> one (128,) float32 unit vector per face (its landmarks)."""
+        from albumfix.faces.quality import is_degraded
+
         chips = face_chips(rgb, landmarks)
-        return list(unit_rows(embed_chips(chips, self.batch_size, self.device, self.path)))
+        out = np.empty((len(chips), DESCRIPTOR_SIZE), np.float32)
+        tuned = np.array([self.degraded_weights is not None and is_degraded(rgb, lm) for lm in landmarks], bool)
+        for mask, weights in ((~tuned, None), (tuned, self.degraded_weights)):
+            if mask.any():
+                out[mask] = embed_chips(chips[mask], self.batch_size, self.device, self.path, weights)
+        return list(unit_rows(out))
