@@ -38,9 +38,31 @@ class _FaceWork:
     face_id: str
     transform: object  # AlignTransform
     landmarks: np.ndarray  # (68, 2) photo px
-    job: object  # RestoreJob
-    exemplar: str | None
-    result: object = None  # RestoredFace once restored, or the one-line reason it failed (str)
+    jobs: list  # RestoreJob per exemplar (best first), or one unguided job
+    exemplars: list[str]  # the exemplars' face ids, one per job ([] when unguided)
+    identity: list[float]  # the exemplars' cosine identity distances to the face
+    results: list = field(default_factory=list)  # per job: RestoredFace, or the reason it failed (str)
+
+    @property
+    def ready(self) -> bool:
+        return len(self.results) == len(self.jobs) and all(r is not None for r in self.results)
+
+    def fused(self):
+        """The face's one RestoredFace (the K guided outputs fused per region,
+        albumfix.restore.fusion), or the first failure's reason (str)."""
+        from albumfix.restore.engine import RestoredFace
+        from albumfix.restore.fusion import fuse_restorations, fusion_weights
+
+        failed = [r for r in self.results if isinstance(r, str)]
+        if failed:
+            return failed[0]
+        if len(self.results) == 1:
+            return self.results[0]
+        images = np.stack([r.image for r in self.results])
+        weights = fusion_weights(self.jobs[0].lq_landmarks, np.stack([j.ref_landmarks for j in self.jobs]),
+                                 np.asarray(self.identity), images.shape[1])
+        return RestoredFace(fuse_restorations(images, weights), any(r.guided for r in self.results),
+                            sum(r.seconds for r in self.results))
 
 
 @dataclass
@@ -54,7 +76,7 @@ class _PhotoWork:
 
     @property
     def ready(self) -> bool:
-        return all(fw.result is not None for fw in self.faces)
+        return all(fw.ready for fw in self.faces)
 
 
 class Composer:
@@ -68,7 +90,7 @@ class Composer:
         self.plan = plan
         self.file_of_hash = photo_files
         self.pending: list[_PhotoWork] = []  # photos waiting for faces, in submit order
-        self.queue: list[_FaceWork] = []  # their faces not restored yet, in the same order
+        self.queue: list[tuple[_FaceWork, int]] = []  # their (face, job) not restored yet, in the same order
         self._refs: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
     @property
@@ -88,7 +110,9 @@ class Composer:
             self._give_up(report, self.pipeline._photo_error(exc, "could not prepare its faces"))
             return
         self.pending.append(work)
-        self.queue += work.faces
+        for fw in work.faces:
+            fw.results = [None] * len(fw.jobs)
+            self.queue += [(fw, k) for k in range(len(fw.jobs))]
         while len(self.queue) >= self.engine.batch_size:
             self._restore_chunk(self.engine.batch_size)
 
@@ -102,7 +126,8 @@ class Composer:
         self.pipeline.progress.advance()
 
     def _prepare(self, work: _PhotoWork, face_ids: list[str]) -> _PhotoWork:
-        """Add one RestoreJob per face (aligned crop + exemplar) to a decoded photo's work."""
+        """Add each face's RestoreJobs (aligned crop + one per exemplar, or one unguided) to a
+        decoded photo's work."""
         from albumfix.restore.engine import RestoreJob
 
         rgb = work.photo.rgb8()
@@ -110,11 +135,11 @@ class Composer:
         for fid in face_ids:
             plan = self.plan.faces[fid]
             t, lq, lq_lm = self._crop(rgb, plan.row.landmarks, size)
-            exemplar = self.plan.exemplar_of(fid)
-            ref = self._reference(exemplar, size)
-            job = RestoreJob(lq=lq, ref=None if ref is None else ref[0], lq_landmarks=lq_lm,
-                             ref_landmarks=None if ref is None else ref[1])
-            work.faces.append(_FaceWork(fid, t, plan.row.landmarks, job, exemplar))
+            choices = plan.exemplars
+            refs = [self._reference(c.face_id, size) for c in choices]
+            jobs = [RestoreJob(lq=lq, ref=ref, lq_landmarks=lq_lm, ref_landmarks=ref_lm) for ref, ref_lm in refs]
+            work.faces.append(_FaceWork(fid, t, plan.row.landmarks, jobs or [RestoreJob(lq=lq, ref=None, lq_landmarks=lq_lm)],
+                                        [c.face_id for c in choices], [c.identity_distance for c in choices]))
         return work
 
     @staticmethod
@@ -125,10 +150,8 @@ class Composer:
         t = ffhq_transform(landmarks, size)
         return t, warp_to_crop(rgb, t, border="reflect"), landmarks_to_crop(landmarks, t)
 
-    def _reference(self, face_id: str | None, size: int):
+    def _reference(self, face_id: str, size: int):
         """Aligned crop + crop landmarks of an exemplar face (decoded once per run)."""
-        if face_id is None:
-            return None
         if face_id not in self._refs:
             row = self.plan.faces[face_id].row
             photo = imageio.decode(self.file_of_hash[row.content_hash].path)
@@ -137,37 +160,39 @@ class Composer:
         return self._refs[face_id]
 
     def _restore_chunk(self, n: int) -> None:
-        """Restore the first `n` queued faces, then write every photo whose faces are all back."""
+        """Restore the first `n` queued jobs, then write every photo whose faces are all back."""
         chunk, self.queue = self.queue[:n], self.queue[n:]
-        for fw, result in zip(chunk, self._restore_faces(chunk)):
-            fw.result = result
+        for (fw, k), result in zip(chunk, self._restore_faces(chunk)):
+            fw.results[k] = result
         for w in [w for w in self.pending if w.ready]:
             self.pending.remove(w)
             self._write(w)
             self.pipeline.progress.advance()
 
-    def _restore_faces(self, faces: list[_FaceWork]) -> list:
-        """RestoredFace per face, or the reason it failed: when a chunk raises, each of its faces
-        is tried alone to find the one at fault (a face's pixels do not depend on its chunk)."""
+    def _restore_faces(self, jobs: list[tuple[_FaceWork, int]]) -> list:
+        """RestoredFace per (face, job), or the reason it failed: when a chunk raises, each of
+        its jobs is tried alone to find the one at fault (a face's pixels do not depend on its
+        chunk)."""
         from albumfix.restore.engine import ENGINE_FAILURES
 
         try:
-            return self.engine.restore([fw.job for fw in faces])
+            return self.engine.restore([fw.jobs[k] for fw, k in jobs])
         except ENGINE_FAILURES as exc:
             raise FatalError(f"restoration failed on {self.engine.device}: {one_line(exc)}") from exc
         except Exception as exc:
-            if len(faces) == 1:
-                return [self.pipeline._photo_error(exc, f"restoring face {faces[0].face_id} failed")]
-        return [result for fw in faces for result in self._restore_faces([fw])]
+            if len(jobs) == 1:
+                return [self.pipeline._photo_error(exc, f"restoring face {jobs[0][0].face_id} failed")]
+        return [result for job in jobs for result in self._restore_faces([job])]
 
     def _write(self, w: _PhotoWork) -> None:
         """Compose and write one photo whose faces are all back, or fail it with the reason."""
-        failed = [fw.result for fw in w.faces if isinstance(fw.result, str)]
+        results = [fw.fused() for fw in w.faces]
+        failed = [r for r in results if isinstance(r, str)]
         if failed:
             self.pipeline._fail(w.report, failed[0])
             return
         try:
-            info = self._compose(w, [fw.result for fw in w.faces])
+            info = self._compose(w, results)
         except Exception as exc:
             self.pipeline._fail(w.report, self.pipeline._photo_error(exc, "could not write output"))
         else:
@@ -185,13 +210,14 @@ class Composer:
             pasted, guard = self._paste(w, pixels, fw, result.image, tone)
             if pasted is not None:
                 pixels = pasted
-            strip = face_strip(fw.job.lq, fw.job.ref, result.image)
+            strip = face_strip(fw.jobs[0].lq, fw.jobs[0].ref, result.image)
             self._write_image(self.pipeline.out / REPORT_DIR / f"{fw.face_id}.jpg", _thumb(strip))
             if settings.save_faces:
                 self._write_image(self.pipeline.out / FACES_DIR / f"{fw.face_id}.png", strip)
             info[fw.face_id] = {
                 "model": settings.model,
-                "exemplar": fw.exemplar,
+                "exemplar": fw.exemplars[0] if fw.exemplars else None,
+                **({"fused": fw.exemplars} if len(fw.exemplars) > 1 else {}),
                 "guided": bool(result.guided),
                 "seconds": round(float(result.seconds), 4),
                 "strength": guard.strength if guard else settings.strength,
@@ -209,14 +235,18 @@ class Composer:
         from albumfix.guard import guard_face
         from albumfix.restore.blend import paste_face
 
+        from albumfix.faces.quality import lacks_detail
+
         settings = self.pipeline.settings
+        face = self.plan.faces[fw.face_id]
+        real_detail = not lacks_detail(face.row.quality.get("detail", 0.0))  # not noise or artefacts
 
         def paste(strength: float) -> np.ndarray:
-            return paste_face(pixels, image, fw.transform, fw.landmarks, strength=strength, tone=tone)
+            return paste_face(pixels, image, fw.transform, fw.landmarks, strength=strength, tone=tone,
+                              keep_detail=real_detail)
 
         if not settings.guard:
             return paste(settings.strength), None
-        face = self.plan.faces[fw.face_id]
         if face.row.embedding is None:
             return paste(settings.strength), None
         embedder = self.pipeline.analyzer().embedding_part  # the space the stored embeddings are in

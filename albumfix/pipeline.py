@@ -483,11 +483,11 @@ class Pipeline:
 
     def _output_key(self, digest: str, plan: "Plan", to_restore: list[str]) -> str:
         """Hash of everything the output depends on: the photo, the restore settings and
-        weights, and for each restored face the exemplar used (a new exemplar means a new
+        weights, and for each restored face the exemplars used (a new exemplar means a new
         output)."""
         parts = {
             "photo": digest,
-            "faces": [[fid, plan.exemplar_of(fid)] for fid in to_restore],
+            "faces": [[fid, plan.exemplars_of(fid)] for fid in to_restore],
             "settings": self.settings.key(*RESTORE_FIELDS) if to_restore else "copy",
             "weights": self.weights_digest if to_restore else "",
             "version": __version__ if to_restore else "",

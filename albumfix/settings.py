@@ -44,7 +44,7 @@ class Settings:
     max_megapixels: float = 180.0  # decompression-bomb guard
     restore: str = "auto"  # which faces: auto (degraded ones) | all | none
     min_face_size: int = 24  # faces whose eye distance is below this many px are skipped
-    exemplars: int = 1  # exemplars kept per degraded face (the best guides the model); 0: no guidance
+    exemplars: int = 1  # exemplars per degraded face, each guides a restoration, fused (restore/fusion.py); 0: none
     model: str = "albumfix-s128"  # restoration model configuration
     weights: Path | None = None  # checkpoint; default: the registered weights of `model`
     device: str = "auto"  # auto|cpu|cuda|cuda:N|mps

@@ -289,3 +289,34 @@ def test_face_strip():
     assert np.all(empty[:, S:2 * S] == empty[0, S, 0]) and np.array_equal(empty[:, 2 * S:], res)
     with pytest.raises(ValueError):
         face_strip(lq, ref[:32], res)
+
+
+def _fine_energy(image: np.ndarray, mask: np.ndarray) -> float:
+    """Mean squared difference of adjacent pixels (luminance) inside `mask`: the finest band."""
+    lum = image.astype(np.float32).mean(axis=-1)
+    dx = np.diff(lum, axis=1)[:-1, :] ** 2 + np.diff(lum, axis=0)[:, :-1] ** 2
+    return float(dx[mask[:-1, :-1]].mean())
+
+
+def test_a_face_larger_than_the_crop_keeps_the_photos_fine_detail_when_asked():
+    photo = grainy_colour_photo(320, 320, seed=3)  # per-pixel texture: detail beyond a 64-px crop
+    lm = synthetic_landmarks(160, 170, 200)  # a face of ~200 px restored through a 64-px crop
+    t = ffhq_transform(lm, S)
+    crop = warp_to_crop(photo, t)
+    restored = cv2.GaussianBlur(crop, (0, 0), 0.8)  # a restorer's output: no photo-scale detail
+    inside = face_far_region(photo.shape[:2], lm)
+    core = np.zeros(photo.shape[:2], bool)
+    core[130:210, 110:210] = True  # the middle of the face, where the mask is 1
+    assert not (core & inside).any()
+    plain = paste_face(photo, restored, t, lm)
+    kept = paste_face(photo, restored, t, lm, keep_detail=True)
+    original = _fine_energy(photo, core)
+    assert _fine_energy(plain, core) < 0.3 * original  # upsampled crop: the grain is gone
+    assert _fine_energy(kept, core) > 0.8 * original  # the photo's own fine band is back
+    assert np.array_equal(kept[inside], photo[inside])  # still nothing outside the face changes
+    # a face smaller than the crop has no band above the crop's resolution: nothing to add
+    small_lm = synthetic_landmarks(160, 170, 40)
+    small_t = ffhq_transform(small_lm, S)
+    small = cv2.GaussianBlur(warp_to_crop(photo, small_t), (0, 0), 0.8)
+    assert np.array_equal(paste_face(photo, small, small_t, small_lm, keep_detail=True),
+                          paste_face(photo, small, small_t, small_lm))

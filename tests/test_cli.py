@@ -113,6 +113,24 @@ def test_faded_print_is_verified_guided_and_never_guides_and_the_user_still_deci
     assert [e["face"] for e in old["exemplars"]][:1] in sharp_ids(final)
 
 
+def test_two_exemplars_each_guide_a_restoration_and_are_fused(album_copy, analysed_index, tmp_path):
+    def restore(k: int) -> tuple[dict, bytes]:  # the shipped weights: random ones hardly read the exemplar
+        out = seeded_output(analysed_index, tmp_path / f"k{k}")
+        run = run_cli("restore", str(album_copy), "-o", str(out), "--exemplars", str(k), "--no-guard",
+                      "--json", "-q")
+        assert run.returncode == 0, run.stderr
+        photo = next(p for p in json.loads(run.stdout)["photos"] if p["path"] == "1998/old print.jpg")
+        return photo["faces"][0], (out / "1998" / "old print.jpg").read_bytes()
+
+    one, one_pixels = restore(1)
+    two, two_pixels = restore(2)
+    assert [e["face"] for e in two["exemplars"]][:1] == [e["face"] for e in one["exemplars"]]
+    assert len(two["exemplars"]) == 2 and "fused" not in one["restored"]
+    assert two["restored"]["fused"] == [e["face"] for e in two["exemplars"]]
+    assert two["restored"]["exemplar"] == one["restored"]["exemplar"] and two["restored"]["guided"]
+    assert two_pixels != one_pixels  # the second exemplar's restoration is part of the output
+
+
 def test_models_and_doctor_json():
     models = run_cli("models", "list", "--json")
     assert models.returncode == 0, models.stderr

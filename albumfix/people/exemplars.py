@@ -76,25 +76,33 @@ def _as_batch(lq: np.ndarray, ex: np.ndarray) -> tuple[np.ndarray, np.ndarray, b
     return lq, ex, single
 
 
-def affine_landmark_distance(
+def group_landmark_distances(
     lq: np.ndarray, ex: np.ndarray, groups: Sequence[LandmarkGroup] = DEFAULT_GROUPS
-) -> float | np.ndarray:
-    """The published grouped rule: sum over groups of weight * ||residual||_F.
-
-    Each group gets its own unweighted least-squares affine map exemplar -> LQ; the residual is
-    divided by ``face_size(lq)``. lq: (68, 2); ex: (68, 2) -> float, or (K, 68, 2) -> (K,) float64.
-    """
-    lq, ex, single = _as_batch(lq, ex)
+) -> np.ndarray:
+    """Per-group shape residuals: group g's own least-squares affine map exemplar -> LQ, then
+    ||residual||_F / ``face_size(lq)`` (unweighted). lq: (68, 2); ex: (68, 2) or (K, 68, 2) ->
+    (K, G) float64 (K = 1 for one exemplar)."""
+    lq, ex, _ = _as_batch(lq, ex)
     scale = face_size(lq)
-    total = np.zeros(ex.shape[0])
-    for group in groups:
+    out = np.zeros((ex.shape[0], len(groups)))
+    for g, group in enumerate(groups):
         idx = np.asarray(group.indices)
         src = ex[:, idx] - ex[:, idx].mean(axis=1, keepdims=True)  # (K, n, 2)
         dst = lq[idx] - lq[idx].mean(axis=0)  # (n, 2)
         linear = np.linalg.pinv(src) @ dst  # (K, 2, 2); centring removes the translation
         residual = (src @ linear - dst) / scale
-        total += group.weight * np.sqrt(np.sum(residual**2, axis=(1, 2)))
-    return float(total[0]) if single else total
+        out[:, g] = np.sqrt(np.sum(residual**2, axis=(1, 2)))
+    return out
+
+
+def affine_landmark_distance(
+    lq: np.ndarray, ex: np.ndarray, groups: Sequence[LandmarkGroup] = DEFAULT_GROUPS
+) -> float | np.ndarray:
+    """The published grouped rule: sum over groups of weight * ||residual||_F
+    (`group_landmark_distances`). lq: (68, 2); ex: (68, 2) -> float, or (K, 68, 2) -> (K,) float64.
+    """
+    total = group_landmark_distances(lq, ex, groups) @ np.array([g.weight for g in groups])
+    return float(total[0]) if np.asarray(ex).ndim == 2 else total
 
 
 def weighted_affine_distance(lq: np.ndarray, ex: np.ndarray, w: np.ndarray) -> float | np.ndarray:

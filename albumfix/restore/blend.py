@@ -12,6 +12,11 @@ Tone handling (`detect_tone`):
   function of L*, fitted on the original crop) is re-applied. The face is never colourised.
 - "color": everything else; the restored RGB is composited after a low-frequency colour match.
 
+Fine detail (`keep_detail`): when the face covers more photo pixels than the crop has, the
+photo's own frequencies above the crop's resolution are added back to the restored face, so a
+large sharp face keeps its skin texture, lashes and hair instead of coming back upsampled. The
+caller passes keep_detail=False for a degraded face, whose fine band is noise and artefacts.
+
 Pixels where the feathered mask is zero are written back unchanged (byte-identical), so hair,
 background, the paper grain outside the face and any alpha channel are untouched.
 """
@@ -42,6 +47,13 @@ TINT_MAX_RESIDUAL = 8.0
 TONE_SAMPLE_PIXELS = 200_000
 TINT_LUT_BINS = 50  # L* bins of the per-luminance tint table
 STRIP_EMPTY_GREY = 128  # colour of the exemplar panel of face_strip when there is no exemplar
+# Fine detail kept from the photo (keep_detail): a face larger in the photo than the model's
+# crop comes back as an upsampled crop, without the photo's frequencies above the crop's
+# Nyquist limit. Those are added back from the photo: photo - Gaussian(photo, sigma), sigma =
+# DETAIL_SIGMA crop px expressed in photo px. Only where the crop is enlarged by more than
+# DETAIL_MIN_SCALE (photo px per crop px).
+DETAIL_SIGMA = 0.6
+DETAIL_MIN_SCALE = 1.1
 
 
 def _dtype_max(dtype: np.dtype) -> float:
@@ -272,6 +284,7 @@ def paste_face(
     landmarks: np.ndarray,
     strength: float = 1.0,
     tone: Tone | None = None,
+    keep_detail: bool = False,
 ) -> np.ndarray:
     """Blend a restored face back into a copy of its photo.
 
@@ -279,7 +292,8 @@ def paste_face(
     restored: (S, S, 3) uint8 RGB in the crop frame of `transform` (S = transform.size);
     landmarks: (68, 2) float (x, y) photo px of the face; strength: in [0, 1], 0 returns the
     original, 1 the fully restored face; tone: the photo's tone from `detect_tone` (pass it when
-    pasting many faces into one photo; None detects it here).
+    pasting many faces into one photo; None detects it here); keep_detail: add back the photo's
+    frequencies above the crop's resolution (module docstring; for faces whose detail is real).
     Returns a new array with the photo's shape and dtype. uint16 photos are composited in 16 bit
     (the restored face scaled by 257); mask math is float32; alpha is never changed.
     """
@@ -304,6 +318,10 @@ def paste_face(
     channels = 1 if tone == "gray" else 3
     target = out[y0:y1, x0:x1] if out.ndim == 2 else out[y0:y1, x0:x1, :channels]
     region = target.astype(np.float32).reshape(values.shape)
+    scale = math.sqrt(abs(float(np.linalg.det(np.asarray(transform.inverse_matrix, np.float64)[:, :2]))))
+    if keep_detail and scale > DETAIL_MIN_SCALE:
+        smooth = cv2.GaussianBlur(region, (0, 0), DETAIL_SIGMA * scale, borderType=cv2.BORDER_REFLECT)
+        values = values + (region - smooth.reshape(region.shape))
     blended = np.clip(np.rint(region + alpha * (values - region)), 0, maxval).astype(photo.dtype)
     if out.ndim == 2:
         out[y0:y1, x0:x1] = blended[..., 0]

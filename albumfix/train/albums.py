@@ -14,7 +14,8 @@ the scanned index:
 - "product": `albumfix restore` as a user runs it;
 - "unguided": `--exemplars 0` (no exemplar anywhere);
 - "oracle": every face pinned to its true person (as `people merge/split` would), so each
-  damaged face is guided by its own person's photos whatever the embeddings say.
+  damaged face is guided by its own person's photos whatever the embeddings say;
+- "product-k3": as "product" with `--exemplars 3` (three exemplars guide, outputs fused).
 and scores every damaged face in the output photos against its truth:
 - detected (a detected face box overlaps the truth face box, IoU >= 0.3), judged degraded
   (action restore), restored, guided (an exemplar guided the model), exemplar of the right
@@ -48,7 +49,8 @@ import numpy as np
 from albumfix.atomic import atomic_write_bytes
 from albumfix.degrade import PHOTO_FAMILIES, apply_photo_damage, sample_photo_damage
 
-VARIANTS = ("product", "unguided", "oracle")
+VARIANT_ARGS = {"product": [], "unguided": ["--exemplars", "0"], "oracle": [], "product-k3": ["--exemplars", "3"]}
+VARIANTS = tuple(VARIANT_ARGS)
 MANIFEST = "manifest.json"
 MIN_IOU = 0.3
 
@@ -126,17 +128,14 @@ def build_albums(roots: Sequence[Path | str], work_dir: Path | str, people: int 
     this many (None: all with 4 or more photos); pairs: two-person photos. Returns the
     manifest's photos. Deterministic for a seed; an existing manifest is reused as it is."""
     from albumfix.faces.backends import create_analyzer
-    from albumfix.train.dataset import list_photos, person_split
+    from albumfix.train.dataset import album_people, people_photos
 
     work_dir = Path(work_dir)
     if (work_dir / MANIFEST).exists():
         return load_manifest(work_dir)
     say = say or (lambda msg: print(msg, file=sys.stderr, flush=True))
-    by_person: dict[str, list[Path]] = {}
-    for photo in list_photos([Path(r) for r in roots]):
-        if person_split(photo.person, val_fraction) == (split == "val"):
-            by_person.setdefault(photo.person, []).append(photo.path)
-    chosen = sorted(p for p, files in by_person.items() if len(files) >= 4)[:people]
+    by_person = people_photos(roots, split, val_fraction)
+    chosen = album_people(by_person, people)
     analyzer = create_analyzer("dlib", "dlib")
     album, truth = work_dir / "album", work_dir / "truth"
     photos: list[BenchPhoto] = []
@@ -268,8 +267,7 @@ def run_benchmark(work_dir: Path | str, variants: Sequence[str] = VARIANTS, code
         shutil.copyfile(scan_out / ".albumfix" / "index.sqlite", out / ".albumfix" / "index.sqlite")
         if variant == "oracle":
             _pin_true_people(out / ".albumfix" / "index.sqlite", matched, photos)
-        extra = ["--exemplars", "0"] if variant == "unguided" else []
-        result, secs, err = _cli(["restore", str(album), "-o", str(out), *extra], code)
+        result, secs, err = _cli(["restore", str(album), "-o", str(out), *VARIANT_ARGS[variant]], code)
         if result is None:
             say(f"{variant}: no result ({err.strip().splitlines()[-1] if err.strip() else 'no output'})")
             continue
