@@ -23,7 +23,7 @@ help:
 	@echo "make bench-gpu  restoration speed and memory on a CUDA GPU (< 8 min; JSON in runs/bench-gpu/)"
 	@echo "make dataset  build the training cache from $(DATA) (resumable)"
 	@echo "make train    train the shipped default weights (hours on CPU; see MODEL_CARD.md)"
-	@echo "make train-identity  fine-tune the identity network for damaged faces (~25 min on 2 cores)"
+	@echo "make train-identity  fine-tune the identity network for damaged faces (~20 min on 2 cores)"
 	@echo "make eval     evaluate the shipped weights on all held-out people (~10 min on 2 cores)"
 	@echo "make bench-albums  end-to-end album benchmark: whole damaged photos through albumfix restore"
 	@echo "make sample-album  rebuild sample_album/ from its public-domain sources"

@@ -512,8 +512,8 @@ def train_identity(
     out: Annotated[Path, typer.Option("--out", help="Identity weights to write (.safetensors); copy them into the models folder (see models list) to use them.")] = Path("runs/identity/albumfix-id-robust.safetensors"),
     set_path: Annotated[Path, typer.Option("--set", help="Chip set to build or reuse (.npz).")] = Path("cache/identity-set.npz"),
     variants: Annotated[int, typer.Option("--variants", min=1, help="Damaged copies per photo in a new set.")] = 3,
-    steps: Annotated[int, typer.Option("--steps", min=1)] = 1500,
-    lr: Annotated[float, typer.Option("--lr")] = 5e-5,
+    steps: Annotated[int, typer.Option("--steps", min=1)] = 900,
+    lr: Annotated[float, typer.Option("--lr")] = 1e-5,
     jobs: Annotated[int, typer.Option("--jobs", min=1, help="Processes building the set.")] = 2,
 ) -> None:
     """Fine-tune dlib's identity network so damaged faces embed where their sharp photos do

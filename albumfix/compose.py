@@ -232,23 +232,25 @@ class Composer:
         from dataclasses import replace
 
         from albumfix.faces.align import source_region
+        from albumfix.faces.quality import lacks_detail
         from albumfix.guard import guard_face
         from albumfix.restore.blend import paste_face
-
-        from albumfix.faces.quality import lacks_detail
 
         settings = self.pipeline.settings
         face = self.plan.faces[fw.face_id]
         real_detail = not lacks_detail(face.row.quality.get("detail", 0.0))  # not noise or artefacts
 
-        def paste(strength: float) -> np.ndarray:
+        def paste(strength: float, keep_detail: bool = False) -> np.ndarray:
             return paste_face(pixels, image, fw.transform, fw.landmarks, strength=strength, tone=tone,
-                              keep_detail=real_detail)
+                              keep_detail=keep_detail)
+
+        def final(strength: float) -> np.ndarray:
+            return paste(strength, keep_detail=real_detail)
 
         if not settings.guard:
-            return paste(settings.strength), None
+            return final(settings.strength), None
         if face.row.embedding is None:
-            return paste(settings.strength), None
+            return final(settings.strength), None
         embedder = self.pipeline.analyzer().embedding_part  # the space the stored embeddings are in
         # the guard looks at the face's own region only (the crop square), whatever the photo's size
         x0, y0, x1, y1 = source_region(fw.transform, *pixels.shape[:2])
@@ -259,7 +261,8 @@ class Composer:
         to_rgb = lambda px: replace(w.photo, pixels=px[y0:y1, x0:x1]).rgb8()  # noqa: E731
         return guard_face(paste, to_rgb, lambda rgb: embedder.embed(rgb, [box], [landmarks])[0],
                           to_rgb(pixels), landmarks, face.row.embedding,
-                          [r for r in refs if r is not None], settings.strength, space=face.row.embedder)
+                          [r for r in refs if r is not None], settings.strength, space=face.row.embedder,
+                          final=final)  # judged on the restorer's own output, without the kept detail
 
     @staticmethod
     def _write_image(path: Path, rgb: np.ndarray) -> None:

@@ -59,6 +59,7 @@ def guard_face(
     strength: float,
     space: str = "dlib",
     min_sharpness_ratio: float = MIN_SHARPNESS_RATIO,
+    final: Callable[[float], np.ndarray] | None = None,
 ) -> tuple[np.ndarray | None, GuardResult]:
     """Paste one face at the highest safe strength.
 
@@ -66,8 +67,10 @@ def guard_face(
     (H, W, 3) uint8 RGB; embed(rgb): (D,) unit embedding of the face at its landmarks in rgb;
     original_rgb: the photo before pasting (H, W, 3) uint8; landmarks: (68, 2) photo px;
     input_embedding: the face's stored (D,) unit embedding; references: (D,) unit embeddings of
-    the person's faces that guided it ([] when unguided). Returns (pixels or None to keep the
-    original, GuardResult).
+    the person's faces that guided it ([] when unguided); final(s): the pixels to return for the
+    strength chosen (None: paste(s)), e.g. with the photo's own fine detail added back, which
+    must not count as the restorer's sharpness. Returns (pixels or None to keep the original,
+    GuardResult).
     """
     refs = np.stack(references) if len(references) else None
     ident_in = _cosine(input_embedding, refs) if refs is not None else 0.0
@@ -94,6 +97,7 @@ def guard_face(
         if sharp_out < min_sharpness_ratio * sharp_in:
             problems.append(f"sharpness {sharp_out:.2f} < {min_sharpness_ratio:g} x input {sharp_in:.2f}")
         if not problems:
-            return pixels, GuardResult(s, reason, ident_in, ident_out, sharp_in, sharp_out)
+            chosen = pixels if final is None else final(s)
+            return chosen, GuardResult(s, reason, ident_in, ident_out, sharp_in, sharp_out)
         reason = f"at strength {s:g}: " + "; ".join(problems)
     return None, GuardResult(0.0, reason + "; original face kept", ident_in, last[0], sharp_in, last[1])

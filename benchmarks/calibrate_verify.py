@@ -1,6 +1,8 @@
 """Calibrate the album-wide margin rule (albumfix/people/verify.py) on a scanned benchmark album.
 
-Build and scan an album of *training* people first (the held-out people stay untouched):
+Build and scan an album of *training* people first (the held-out people stay untouched; these
+90 people, `albumfix.train.identity.calibration_people`, are also kept out of identity
+fine-tuning):
 
     python -c "from albumfix.train.albums import build_albums; build_albums(['../shared/data/faces/celeba', \
         '../shared/data/faces/lfw'], 'runs/albums-train', people=90, split='train')"

@@ -175,6 +175,47 @@ def test_restoration_loss_terms_and_discriminator():
         restoration_loss(x, x, LossWeights(adversarial=0.1))
 
 
+def test_identity_loss_reads_the_face_through_dlibs_network_and_guides_the_pixels():
+    from PIL import Image, ImageOps
+
+    from albumfix.faces.align import ffhq_transform, warp_to_crop
+    from albumfix.faces.backends import create_analyzer
+    from albumfix.train.losses import IdentityLoss
+    from conftest import SAMPLE_ALBUM
+
+    crops = []
+    for name in ("oval office", "podium"):
+        rgb = np.asarray(ImageOps.exif_transpose(Image.open(SAMPLE_ALBUM / "2009" / f"{name}.jpg")).convert("RGB"))
+        face = max(create_analyzer("dlib", "dlib").analyse(rgb), key=lambda f: f.box[2] - f.box[0])
+        crops.append(warp_to_crop(rgb, ffhq_transform(face.landmarks, 128), border="reflect"))
+    x = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float() / 127.5 - 1
+    loss = IdentityLoss()
+    same_id, same_feat = loss(x, x)
+    assert float(same_id) < 1e-5 and float(same_feat) < 1e-5
+    blurred = torch.nn.functional.avg_pool2d(x, 5, stride=1, padding=2)
+    blur_id, blur_feat = loss(blurred, x)
+    assert 0 < float(blur_id) < 0.2 and float(blur_feat) > 0.05
+    other_id, _ = loss(x.flip(0), x)  # another photo of the same man: farther than his blur
+    assert float(other_id) > float(blur_id)
+    # the gradient reaches the pixels, and a step along it brings the blurred face back
+    pred = blurred.clone().requires_grad_(True)
+    identity, feature = loss(pred, x)
+    (identity + feature).backward()
+    assert pred.grad is not None and float(pred.grad.abs().sum()) > 0
+    torch.manual_seed(0)
+    with torch.no_grad():
+        moved = pred - 0.02 * pred.grad / pred.grad.abs().max()  # at most 2.5 grey levels a pixel
+    torch.manual_seed(0)
+    before = sum(loss(blurred, x))
+    torch.manual_seed(0)
+    after = sum(loss(moved, x))
+    assert float(after) < float(before)
+    value = restoration_loss(blurred, x, LossWeights(identity=0.1, feature=0.05), identity_loss=loss)
+    assert {"identity", "feature"} <= set(value.terms)
+    with pytest.raises(ValueError):
+        restoration_loss(blurred, x, LossWeights(identity=0.1))
+
+
 def test_discriminator_power_iteration_runs_in_fp32_under_autocast(monkeypatch):
     """On CUDA autocast runs torch.mv in bf16/fp16; spectral norm must run with autocast off."""
     calls = []

@@ -13,9 +13,12 @@ Tone handling (`detect_tone`):
 - "color": everything else; the restored RGB is composited after a low-frequency colour match.
 
 Fine detail (`keep_detail`): when the face covers more photo pixels than the crop has, the
-photo's own frequencies above the crop's resolution are added back to the restored face, so a
-large sharp face keeps its skin texture, lashes and hair instead of coming back upsampled. The
-caller passes keep_detail=False for a degraded face, whose fine band is noise and artefacts.
+restored face comes back upsampled, without the photo's frequencies above the crop's
+resolution. Those are added back: the photo minus the photo seen through the crop (warped to
+the crop and back with the same interpolation as the restored face), exactly what the crop
+cannot hold, so a large sharp face keeps its skin texture, lashes and hair and nothing the
+restorer drew is counted twice. The caller passes keep_detail=False for a degraded face, whose
+fine band is noise and artefacts.
 
 Pixels where the feathered mask is zero are written back unchanged (byte-identical), so hair,
 background, the paper grain outside the face and any alpha channel are untouched.
@@ -47,12 +50,8 @@ TINT_MAX_RESIDUAL = 8.0
 TONE_SAMPLE_PIXELS = 200_000
 TINT_LUT_BINS = 50  # L* bins of the per-luminance tint table
 STRIP_EMPTY_GREY = 128  # colour of the exemplar panel of face_strip when there is no exemplar
-# Fine detail kept from the photo (keep_detail): a face larger in the photo than the model's
-# crop comes back as an upsampled crop, without the photo's frequencies above the crop's
-# Nyquist limit. Those are added back from the photo: photo - Gaussian(photo, sigma), sigma =
-# DETAIL_SIGMA crop px expressed in photo px. Only where the crop is enlarged by more than
-# DETAIL_MIN_SCALE (photo px per crop px).
-DETAIL_SIGMA = 0.6
+# Fine detail kept from the photo (keep_detail) where the crop is enlarged by more than this
+# (photo px per crop px); below it the crop holds all the photo's detail.
 DETAIL_MIN_SCALE = 1.1
 
 
@@ -318,10 +317,11 @@ def paste_face(
     channels = 1 if tone == "gray" else 3
     target = out[y0:y1, x0:x1] if out.ndim == 2 else out[y0:y1, x0:x1, :channels]
     region = target.astype(np.float32).reshape(values.shape)
-    scale = math.sqrt(abs(float(np.linalg.det(np.asarray(transform.inverse_matrix, np.float64)[:, :2]))))
-    if keep_detail and scale > DETAIL_MIN_SCALE:
-        smooth = cv2.GaussianBlur(region, (0, 0), DETAIL_SIGMA * scale, borderType=cv2.BORDER_REFLECT)
-        values = values + (region - smooth.reshape(region.shape))
+    inverse = np.asarray(transform.inverse_matrix, np.float64)
+    if keep_detail and math.sqrt(abs(float(np.linalg.det(inverse[:, :2])))) > DETAIL_MIN_SCALE:
+        seen = original if original.ndim == 3 else original[..., None]
+        through_crop, _ = _to_photo_frame(np.concatenate([seen, mask[..., None]], axis=-1), inverse, photo.shape[:2])
+        values = values + (region - through_crop[..., :-1] * np.float32(maxval))
     blended = np.clip(np.rint(region + alpha * (values - region)), 0, maxval).astype(photo.dtype)
     if out.ndim == 2:
         out[y0:y1, x0:x1] = blended[..., 0]

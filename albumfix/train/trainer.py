@@ -39,7 +39,9 @@ from albumfix.atomic import atomic_write_bytes
 from albumfix.restore.precision import check_precision, ieee_fp32, resolve_precision
 from albumfix.train.dataset import AugmentConfig, PairStream, collate, evaluation_samples, load_cache
 from albumfix.train.checkpoints import resolve_device, settle_spectral_norm
-from albumfix.train.losses import LossWeights, PatchDiscriminator, discriminator_hinge_loss, restoration_loss
+from albumfix.train.losses import (
+    IdentityLoss, LossWeights, PatchDiscriminator, discriminator_hinge_loss, restoration_loss,
+)
 
 CHECKPOINT_NAME = "checkpoint.pt"
 LOG_NAME = "log.jsonl"
@@ -235,6 +237,7 @@ class _State:
     disc_optimizer: torch.optim.Optimizer | None
     autocast: torch.dtype | None  # None: fp32
     scaler: torch.amp.GradScaler  # enabled for fp16 only
+    identity: nn.Module | None = None  # IdentityLoss when the identity or feature weight is set (frozen)
     step: int = 0
     wall_seconds: float = 0.0
 
@@ -279,7 +282,8 @@ def _build_state(config: TrainConfig, device: torch.device) -> _State:
         disc_optimizer = torch.optim.AdamW(disc.parameters(), lr=config.disc_lr, betas=(0.5, 0.99), weight_decay=0.0)
     autocast = resolve_precision(config.precision, device)
     scaler = torch.amp.GradScaler(device.type, enabled=autocast is torch.float16)
-    return _State(model, ema, optimizer, scheduler, disc, disc_optimizer, autocast, scaler)
+    identity = IdentityLoss().to(device) if config.loss.identity or config.loss.feature else None
+    return _State(model, ema, optimizer, scheduler, disc, disc_optimizer, autocast, scaler, identity)
 
 
 def rng_states(device: torch.device) -> dict[str, torch.Tensor]:
@@ -380,7 +384,7 @@ def _train_step(state: _State, batch, config: TrainConfig, device: torch.device)
         pred = state.model(batch.lq, batch.ref, batch.lq_landmarks, batch.ref_landmarks)
         fake_logits = state.disc(pred) if state.disc is not None else None
     loss = restoration_loss(pred.float(), batch.target, config.loss,
-                            None if fake_logits is None else fake_logits.float())
+                            None if fake_logits is None else fake_logits.float(), identity_loss=state.identity)
     state.optimizer.zero_grad(set_to_none=True)
     scaler.scale(loss.total).backward()
     scaler.unscale_(state.optimizer)
