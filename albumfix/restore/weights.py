@@ -16,7 +16,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import os
 import pickle
 import re
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ import torch
 from torch import nn
 
 from albumfix.atomic import atomic_write_bytes
+from albumfix.paths import user_models_dir
 from albumfix.restore.asffnet import ASFFNet
 from albumfix.restore.configs import ASFFNetConfig, get_config, list_configs
 
@@ -54,16 +54,6 @@ def _first_line(exc: BaseException) -> str:
     """The first non-empty line of an exception's message (or its type name)."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     return lines[0] if lines else type(exc).__name__
-
-
-def user_models_dir() -> Path:
-    """The user's weights folder (may not exist yet)."""
-    home = os.environ.get("ALBUMFIX_HOME")
-    if home:
-        return Path(home).expanduser() / "models"
-    xdg = os.environ.get("XDG_DATA_HOME")
-    base = Path(xdg).expanduser() if xdg else Path.home() / ".local" / "share"
-    return base / "albumfix" / "models"
 
 
 def file_sha256(path: str | Path) -> str:

@@ -152,7 +152,7 @@ def _pick_faces(faces: str, models_dir: str | None, upsample: int, cnn_fallback:
         else:
             return pack.detector(), pack.embedder(), pack
     from albumfix.faces.backends.dlib_resnet import ROBUST_WEIGHTS_NAME, TorchDlibEmbedder
-    from albumfix.restore.weights import find_weights
+    from albumfix.paths import user_models_dir
 
     # dlib's descriptors computed by albumfix's torch port of its network: the same vectors
     # (within 2e-6), 9 ms a face against dlib's 80 ms on 2 cores, where they were 85 % of a scan;
@@ -160,7 +160,8 @@ def _pick_faces(faces: str, models_dir: str | None, upsample: int, cnn_fallback:
     # (none ships: the one trained here did not beat dlib's own, see albumfix/train/identity.py)
     models = dlib_backend.DlibModels.load()
     detector = models.detector(upsample=upsample, cnn_fallback=cnn_fallback)
-    tuned = find_weights(ROBUST_WEIGHTS_NAME)
+    tuned = user_models_dir() / f"{ROBUST_WEIGHTS_NAME}.safetensors"
+    tuned = tuned if tuned.is_file() else None
     return detector, TorchDlibEmbedder(device=torch_device_name(device), degraded_weights=tuned), None
 
 

@@ -600,7 +600,7 @@ class DlibResNet(nn.Module):
         return (descriptor, features) if return_features else descriptor
 
 
-ROBUST_WEIGHTS_NAME = "albumfix-id-robust"  # <models dir>/albumfix-id-robust.safetensors (`albumfix train-identity`)
+ROBUST_WEIGHTS_NAME = "albumfix-id-robust"  # <user models dir>/albumfix-id-robust.safetensors (`albumfix train-identity`)
 
 
 def read_robust_weights(path: str | Path) -> dict[str, torch.Tensor]:
@@ -698,8 +698,9 @@ class TorchDlibEmbedder:
     calibrations apply).
 
     degraded_weights: a fine-tuned state of the network (`read_robust_weights`; written by
-    `albumfix train-identity`, found as ROBUST_WEIGHTS_NAME in the models folders) that embeds the *degraded* faces (no real fine
-    detail: `albumfix.faces.quality.is_degraded`): it is trained to put a damaged face where
+    `albumfix train-identity`, found as ROBUST_WEIGHTS_NAME in the user's models folder) that
+    embeds the *degraded* faces (no real fine detail: `albumfix.faces.quality.is_degraded`):
+    it is trained to put a damaged face where
     dlib puts the same face sharp, so a blurred, faded or sepia face lands near its own person's
     sharp photos, which dlib's own network embeds as always. None: dlib's network for every face.
     """
