@@ -15,7 +15,8 @@ the scanned index:
 - "unguided": `--exemplars 0` (no exemplar anywhere);
 - "oracle": every face pinned to its true person (as `people merge/split` would), so each
   damaged face is guided by its own person's photos whatever the embeddings say;
-- "product-k3": as "product" with `--exemplars 3` (three exemplars guide, outputs fused).
+- "product-k3": as "product" with `--exemplars 3` (three exemplars guide, outputs fused);
+- "unguarded" (not in the default run): as "product" with `--no-guard`, what the guard costs or saves.
 and scores every damaged face in the output photos against its truth:
 - detected (a detected face box overlaps the truth face box, IoU >= 0.3), judged degraded
   (action restore), restored, guided (an exemplar guided the model), exemplar of the right
@@ -49,8 +50,9 @@ import numpy as np
 from albumfix.atomic import atomic_write_bytes
 from albumfix.degrade import PHOTO_FAMILIES, apply_photo_damage, sample_photo_damage
 
-VARIANT_ARGS = {"product": [], "unguided": ["--exemplars", "0"], "oracle": [], "product-k3": ["--exemplars", "3"]}
-VARIANTS = tuple(VARIANT_ARGS)
+VARIANT_ARGS = {"product": [], "unguided": ["--exemplars", "0"], "oracle": [], "product-k3": ["--exemplars", "3"],
+                "unguarded": ["--no-guard"]}
+VARIANTS = ("product", "unguided", "oracle", "product-k3")  # the default run; "unguarded" on request
 MANIFEST = "manifest.json"
 MIN_IOU = 0.3
 
