@@ -39,13 +39,20 @@ class _FaceWork:
     transform: object  # AlignTransform
     landmarks: np.ndarray  # (68, 2) photo px
     jobs: list  # RestoreJob per exemplar (best first), or one unguided job
-    exemplars: list[str]  # the exemplars' face ids, one per job ([] when unguided)
-    identity: list[float]  # the exemplars' cosine identity distances to the face
-    results: list = field(default_factory=list)  # per job: RestoredFace, or the reason it failed (str)
+    choices: list  # the plan's ExemplarChoice per job ([] when unguided)
+    results: list = field(init=False)  # per job: RestoredFace, or the reason it failed (str); None until back
+
+    def __post_init__(self) -> None:
+        self.results = [None] * len(self.jobs)
+
+    @property
+    def exemplars(self) -> list[str]:
+        """The exemplars' face ids, best first."""
+        return [c.face_id for c in self.choices]
 
     @property
     def ready(self) -> bool:
-        return len(self.results) == len(self.jobs) and all(r is not None for r in self.results)
+        return all(r is not None for r in self.results)
 
     def fused(self):
         """The face's one RestoredFace (the K guided outputs fused per region,
@@ -60,7 +67,7 @@ class _FaceWork:
             return self.results[0]
         images = np.stack([r.image for r in self.results])
         weights = fusion_weights(self.jobs[0].lq_landmarks, np.stack([j.ref_landmarks for j in self.jobs]),
-                                 np.asarray(self.identity), images.shape[1])
+                                 np.array([c.identity_distance for c in self.choices]), images.shape[1])
         return RestoredFace(fuse_restorations(images, weights), any(r.guided for r in self.results),
                             sum(r.seconds for r in self.results))
 
@@ -110,9 +117,7 @@ class Composer:
             self._give_up(report, self.pipeline._photo_error(exc, "could not prepare its faces"))
             return
         self.pending.append(work)
-        for fw in work.faces:
-            fw.results = [None] * len(fw.jobs)
-            self.queue += [(fw, k) for k in range(len(fw.jobs))]
+        self.queue += [(fw, k) for fw in work.faces for k in range(len(fw.jobs))]
         while len(self.queue) >= self.engine.batch_size:
             self._restore_chunk(self.engine.batch_size)
 
@@ -135,11 +140,10 @@ class Composer:
         for fid in face_ids:
             plan = self.plan.faces[fid]
             t, lq, lq_lm = self._crop(rgb, plan.row.landmarks, size)
-            choices = plan.exemplars
-            refs = [self._reference(c.face_id, size) for c in choices]
+            refs = [self._reference(c.face_id, size) for c in plan.exemplars]
             jobs = [RestoreJob(lq=lq, ref=ref, lq_landmarks=lq_lm, ref_landmarks=ref_lm) for ref, ref_lm in refs]
-            work.faces.append(_FaceWork(fid, t, plan.row.landmarks, jobs or [RestoreJob(lq=lq, ref=None, lq_landmarks=lq_lm)],
-                                        [c.face_id for c in choices], [c.identity_distance for c in choices]))
+            jobs = jobs or [RestoreJob(lq=lq, ref=None, lq_landmarks=lq_lm)]
+            work.faces.append(_FaceWork(fid, t, plan.row.landmarks, jobs, list(plan.exemplars)))
         return work
 
     @staticmethod

@@ -32,9 +32,10 @@ def identity_root(tmp_path_factory):
 
 
 def test_identity_set_holds_the_calibration_people_out_of_training(identity_root, tmp_path):
+    from albumfix.train.dataset import people_photos
     from albumfix.train.identity import build_identity_set, calibration_people
 
-    assert calibration_people([identity_root]) == {"faces/obama"}
+    assert calibration_people(people_photos([identity_root], "train")) == {"faces/obama"}
     data = build_identity_set([identity_root], tmp_path / "set.npz", variants=2, jobs=1, say=lambda _m: None)
     assert data.clean.shape == (6, 150, 150, 3) and data.damaged.shape == (6, 2, 150, 150, 3)
     assert data.validation.tolist() == [p == "faces/obama" for p in data.people]

@@ -261,18 +261,27 @@ def landmark_box(landmarks: np.ndarray, height: int, width: int) -> tuple[int, i
     return x0, y0, max(min(hi[0], width), x0), max(min(hi[1], height), y0)
 
 
+def _face_gray(rgb: np.ndarray, lm: np.ndarray) -> np.ndarray:
+    """(H, W, 3) uint8 photo, (68, 2) finite photo px -> (h, w) float32 luma of the landmark
+    box ((0, 0) when the box is empty)."""
+    x0, y0, x1, y1 = landmark_box(lm, *rgb.shape[:2])
+    return _gray(rgb[y0:y1, x0:x1]) if x1 > x0 and y1 > y0 else np.zeros((0, 0), np.float32)
+
+
+def _region_detail(region: np.ndarray, iod: float) -> float:
+    """`edge_detail` of a face's landmark-box luma, 0 for an empty box."""
+    return edge_detail(region, iod) if region.size else 0.0
+
+
 def face_detail(rgb: np.ndarray, landmarks: np.ndarray) -> float:
     """rgb: (H, W, 3) uint8 photo; landmarks: (68, 2) photo px -> `edge_detail` of the face's
-    landmark box (0 for degenerate landmarks or an empty box)."""
+    landmark box (0 for degenerate landmarks or an empty box), as `assess_face` stores it."""
     lm = np.asarray(landmarks, dtype=np.float64)
     if lm.shape != (68, 2) or not np.isfinite(lm).all():
         return 0.0
     left, right = eye_centres(lm)
     iod = float(np.hypot(*(right - left)))
-    x0, y0, x1, y1 = landmark_box(lm, *rgb.shape[:2])
-    if iod < 1e-6 or x1 <= x0 or y1 <= y0:
-        return 0.0
-    return edge_detail(_gray(rgb[y0:y1, x0:x1]), iod)
+    return _region_detail(_face_gray(rgb, lm), iod) if iod >= 1e-6 else 0.0
 
 
 def lacks_detail(detail: float) -> bool:
@@ -296,8 +305,7 @@ def assess_face(rgb: np.ndarray, face: DetectedFace) -> FaceQuality:
         return FaceQuality(iod, 0.0, 0.0, 0.0, 90.0, spread, False, problem or "degenerate landmarks", 0.0, 0.0)
     t = ffhq_transform(lm, ANALYSIS_SIZE)
     sharp = face_sharpness(rgb, lm)
-    x0, y0, x1, y1 = landmark_box(lm, *rgb.shape[:2])
-    region = _gray(rgb[y0:y1, x0:x1]) if x1 > x0 and y1 > y0 else np.zeros((0, 0), np.float32)
+    region = _face_gray(rgb, lm)
     noise = noise_sigma(region) * min(1.0, t.scale) if region.size else 0.0
     block = blockiness(region) if region.size else 0.0
     return FaceQuality(
@@ -310,7 +318,7 @@ def assess_face(rgb: np.ndarray, face: DetectedFace) -> FaceQuality:
         landmarks_ok=ok,
         landmark_problem=problem,
         score=quality_score(sharp, noise, block),
-        detail=face_detail(rgb, lm),
+        detail=_region_detail(region, iod),
     )
 
 

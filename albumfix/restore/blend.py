@@ -308,7 +308,8 @@ def paste_face(
     matched = _match_tone(restored.astype(np.float32) / 255.0, original, tone)
     mask = face_mask(landmarks_to_crop(landmarks, transform), transform.size)
     layers = np.concatenate([matched, mask[..., None]], axis=-1)
-    placed = _to_photo_frame(layers, np.asarray(transform.inverse_matrix, np.float64), photo.shape[:2])
+    inverse = np.asarray(transform.inverse_matrix, np.float64)
+    placed = _to_photo_frame(layers, inverse, photo.shape[:2])
     if placed is None:
         return out
     warped, (x0, y0, x1, y1) = placed
@@ -317,8 +318,7 @@ def paste_face(
     channels = 1 if tone == "gray" else 3
     target = out[y0:y1, x0:x1] if out.ndim == 2 else out[y0:y1, x0:x1, :channels]
     region = target.astype(np.float32).reshape(values.shape)
-    inverse = np.asarray(transform.inverse_matrix, np.float64)
-    if keep_detail and math.sqrt(abs(float(np.linalg.det(inverse[:, :2])))) > DETAIL_MIN_SCALE:
+    if keep_detail and 1.0 / transform.scale > DETAIL_MIN_SCALE:  # photo px per crop px
         seen = original if original.ndim == 3 else original[..., None]
         through_crop, _ = _to_photo_frame(np.concatenate([seen, mask[..., None]], axis=-1), inverse, photo.shape[:2])
         values = values + (region - through_crop[..., :-1] * np.float32(maxval))

@@ -54,7 +54,8 @@ import numpy as np
 import torch
 
 from albumfix.degrade import apply_photo_damage, sample_photo_damage
-from albumfix.train.dataset import album_people, people_photos
+from albumfix.faces.quality import eye_centres
+from albumfix.train.dataset import album_people, main_face, people_photos
 
 CALIBRATION_PEOPLE = 90  # build_albums(split="train", people=90): the verification calibration album
 LANDMARK_JITTER = 0.02  # landmark noise, fraction of the inter-ocular distance (per point, plus a shift)
@@ -80,15 +81,17 @@ class IdentitySet:
             return cls(data["clean"], data["damaged"], data["people"], data["validation"])
 
 
-def calibration_people(roots: Sequence[Path]) -> set[str]:
-    """The training people of the verification calibration album (kept out of embedder training)."""
-    return set(album_people(people_photos(roots, "train"), CALIBRATION_PEOPLE))
+def calibration_people(by_person: dict[str, list[Path]]) -> set[str]:
+    """The training people (`people_photos(roots, "train")`) of the verification calibration
+    album, kept out of embedder training."""
+    return set(album_people(by_person, CALIBRATION_PEOPLE))
 
 
 def jitter_landmarks(landmarks: np.ndarray, rng: np.random.Generator, fraction: float = LANDMARK_JITTER) -> np.ndarray:
     """(68, 2) photo px -> the same with Gaussian noise of `fraction` x inter-ocular distance per
     point and once for the whole face (a shift)."""
-    iod = float(np.linalg.norm(landmarks[36:42].mean(0) - landmarks[42:48].mean(0)))
+    left, right = eye_centres(landmarks)
+    iod = float(np.linalg.norm(right - left))
     sigma = fraction * max(iod, 1.0)
     return landmarks + rng.normal(0, sigma, landmarks.shape) + rng.normal(0, sigma, (1, 2))
 
@@ -96,12 +99,10 @@ def jitter_landmarks(landmarks: np.ndarray, rng: np.random.Generator, fraction: 
 def _photo_chips(task: tuple[str, int, int]) -> tuple[np.ndarray, np.ndarray] | None:
     """(photo path, variants, seed) -> (clean chip (150, 150, 3), damaged chips (V, 150, 150, 3))
     or None when no face is found."""
-    from albumfix.faces.backends import create_analyzer
     from albumfix.faces.backends.dlib_resnet import face_chips
-    from albumfix.train.dataset import main_face
 
     path, variants, seed = task
-    analyzer = _worker_analyzer(create_analyzer)
+    analyzer = _worker_analyzer()
     bgr = cv2.imread(path, cv2.IMREAD_COLOR)
     if bgr is None:
         return None
@@ -122,11 +123,14 @@ def _photo_chips(task: tuple[str, int, int]) -> tuple[np.ndarray, np.ndarray] | 
 _ANALYZER = None
 
 
-def _worker_analyzer(create: Callable):
+def _worker_analyzer():
+    """This worker process's dlib analyzer (one torch thread: the workers share the cores)."""
     global _ANALYZER
     if _ANALYZER is None:
+        from albumfix.faces.backends import create_analyzer
+
         torch.set_num_threads(1)
-        _ANALYZER = create("dlib", "dlib", device="cpu")
+        _ANALYZER = create_analyzer("dlib", "dlib", device="cpu")
     return _ANALYZER
 
 
@@ -137,7 +141,7 @@ def build_identity_set(roots: Sequence[Path], out: Path, variants: int = 3, jobs
     if out.exists():
         return IdentitySet.load(out)
     by_person = people_photos(roots, "train")
-    held = calibration_people(roots)
+    held = calibration_people(by_person)
     tasks, owners = [], []
     for person in sorted(by_person):
         for path in by_person[person]:
@@ -187,13 +191,13 @@ class IdentityTraining:
 
 def _descriptors(model: torch.nn.Module, chips: np.ndarray, batch: int = 64) -> torch.Tensor:
     """(N, 150, 150, 3) uint8 -> (N, 128) unit descriptors of `model` (no gradient)."""
-    from albumfix.faces.backends.dlib_resnet import chips_to_tensor
+    from albumfix.faces.backends.dlib_resnet import DESCRIPTOR_SIZE, chips_to_tensor
 
     out = []
     with torch.inference_mode():
         for start in range(0, len(chips), batch):
             out.append(torch.nn.functional.normalize(model(chips_to_tensor(chips[start:start + batch])), dim=1))
-    return torch.cat(out) if out else torch.zeros((0, 128))
+    return torch.cat(out) if out else torch.zeros((0, DESCRIPTOR_SIZE))
 
 
 def retrieval(model: torch.nn.Module, data: IdentitySet, index: np.ndarray, teacher: torch.nn.Module) -> dict:
@@ -208,7 +212,7 @@ def retrieval(model: torch.nn.Module, data: IdentitySet, index: np.ndarray, teac
     people = data.people[index]
     names = sorted(set(people))
     member = np.array(names)[:, None] == people[None, :]
-    hits, own, margin_right, count, gaps, right = 0, [], 0, 0, [], []
+    own, gaps, right = [], [], []
     for v in range(data.damaged.shape[1]):
         query = _descriptors(model, data.damaged[index, v]).numpy()
         dist = 1.0 - query @ gallery.T
@@ -219,17 +223,13 @@ def retrieval(model: torch.nn.Module, data: IdentitySet, index: np.ndarray, teac
         best = np.array(names)[order[:, 0]]
         rows = np.arange(len(query))
         second = per_person[rows, order[:, 1]] if len(names) > 1 else np.full(len(query), np.inf)
-        gap = second - per_person[rows, order[:, 0]]
-        hits += int((best == people).sum())
-        margin_right += int(((best == people) & (gap >= 0.02)).sum())
-        gaps.append(gap)
+        gaps.append(second - per_person[rows, order[:, 0]])
         right.append(best == people)
-        count += len(query)
-    return {"top1": hits / count, "own_distance": float(np.mean(own)),
+    gaps, right = np.concatenate(gaps), np.concatenate(right)
+    return {"top1": float(right.mean()), "own_distance": float(np.mean(own)),
             "clean_drift": float(np.mean(1.0 - np.sum(clean_student * gallery, axis=1))),
-            "margin_right": margin_right / count,
-            "coverage_at_995": coverage_at_precision(np.concatenate(gaps), np.concatenate(right), 0.995),
-            "queries": count}
+            "margin_right": float((right & (gaps >= 0.02)).mean()),
+            "coverage_at_995": coverage_at_precision(gaps, right, 0.995), "queries": len(right)}
 
 
 def coverage_at_precision(gaps: np.ndarray, right: np.ndarray, precision: float) -> float:
@@ -246,8 +246,9 @@ def coverage_at_precision(gaps: np.ndarray, right: np.ndarray, precision: float)
 def train_robust_embedder(data: IdentitySet, out: Path, cfg: IdentityTraining = IdentityTraining(),
                           say: Callable[[str], None] = print) -> dict:
     """Fine-tune dlib's network on `data` (module docstring); write the best student (by
-    validation top-1, ties by the smaller damaged-to-own-sharp distance) as fp16 safetensors to `out` with its training record in the metadata.
-    Returns the record (steps, seconds, validation figures before and after)."""
+    validation top-1, ties by the smaller damaged-to-own-sharp distance) as fp16 safetensors to
+    `out` with its training record in the metadata. Returns the record (steps, seconds,
+    validation figures before and after)."""
     from safetensors.torch import save_file
 
     from albumfix.faces.backends.dlib_resnet import chips_to_tensor, load_dlib_resnet
@@ -278,7 +279,7 @@ def train_robust_embedder(data: IdentitySet, out: Path, cfg: IdentityTraining = 
         t = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
         return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * t)))
 
-    best = {"top1": before["top1"], "step": 0, **before}
+    best = {**before, "step": 0}
     best_state = {k: v.detach().clone() for k, v in student.state_dict().items()}
     start, history = time.monotonic(), []
     for step in range(cfg.steps):

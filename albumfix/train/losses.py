@@ -149,11 +149,6 @@ class IdentityLoss(nn.Module):
         self.size = CHIP_SIZE
         self.jitter = jitter
 
-    def train(self, mode: bool = True) -> "IdentityLoss":
-        super().train(mode)
-        self.net.eval()  # always inference behaviour (no batch norm to update anyway)
-        return self
-
     def _chips(self, images: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
         grid = F.affine_grid(theta, [images.shape[0], 3, self.size, self.size], align_corners=False)
         chips = F.grid_sample(images.float(), grid, mode="bilinear", padding_mode="border", align_corners=False)

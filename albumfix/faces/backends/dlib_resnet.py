@@ -607,8 +607,7 @@ def read_robust_weights(path: str | Path) -> dict[str, torch.Tensor]:
     """The float32 state dict of a fine-tuned `DlibResNet` saved by
     `albumfix.train.identity.train_robust_embedder` (safetensors, metadata format
     "albumfix-identity"). Raises BackendUnavailable when the file is missing or is not one."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file, safe_open
+    from safetensors import SafetensorError, safe_open
 
     path = Path(path)
     if not path.is_file():
@@ -616,12 +615,11 @@ def read_robust_weights(path: str | Path) -> dict[str, torch.Tensor]:
     try:
         with safe_open(str(path), framework="pt") as f:
             kind = (f.metadata() or {}).get("format")
-        tensors = load_file(str(path))
+            if kind != "albumfix-identity":
+                raise BackendUnavailable(f"{path} is not an albumfix identity weights file (format {kind!r})")
+            return {k: f.get_tensor(k).float() for k in f.keys()}
     except (SafetensorError, OSError, ValueError) as exc:
         raise BackendUnavailable(f"identity weights {path} are unreadable: {exc}") from exc
-    if kind != "albumfix-identity":
-        raise BackendUnavailable(f"{path} is not an albumfix identity weights file (format {kind!r})")
-    return {k: v.float() for k, v in tensors.items()}
 
 
 @lru_cache(maxsize=None)
