@@ -12,8 +12,9 @@ STAMP  := $(VENV)/.installed
 
 DATA   ?= ../shared/data/faces
 CACHE  ?= cache/train-s128.npz
+PAIRS  ?= cache/pairs-s128.npz
 
-.PHONY: install demo test test-fast bench bench-albums bench-gpu dataset train train-identity eval sample-album clean help
+.PHONY: install demo test test-fast bench bench-albums bench-gpu dataset pairs train train-identity eval sample-album clean help
 
 help:
 	@echo "make demo     set up (if needed) and restore sample_album/ into $(OUT)/"
@@ -22,6 +23,7 @@ help:
 	@echo "make bench    run the benchmarks (minutes; numbers for notes, not tests)"
 	@echo "make bench-gpu  restoration speed and memory on a CUDA GPU (< 8 min; JSON in runs/bench-gpu/)"
 	@echo "make dataset  build the training cache from $(DATA) (resumable)"
+	@echo "make pairs    training pairs made the way inference sees them, from $(CACHE) (~25 min, resumable)"
 	@echo "make train    train the shipped default weights (hours on CPU; see MODEL_CARD.md)"
 	@echo "make train-identity  fine-tune the identity network for damaged faces (~20 min on 2 cores)"
 	@echo "make eval     evaluate the shipped weights on all held-out people (~10 min on 2 cores)"
@@ -58,6 +60,9 @@ bench-gpu: $(STAMP)
 
 dataset: $(STAMP)
 	$(VENV)/bin/albumfix dataset $(DATA)/celeba $(DATA)/lfw --out $(CACHE) --work-dir cache
+
+pairs: $(STAMP)
+	$(VENV)/bin/albumfix pairs --cache $(CACHE) --out $(PAIRS) --work-dir cache
 
 train: $(STAMP)
 	$(VENV)/bin/albumfix train --config tools/albumfix-s128.toml cache=$(CACHE)

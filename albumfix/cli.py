@@ -491,6 +491,28 @@ def dataset(
 
 
 @app.command()
+def pairs(
+    cache: Annotated[Path, typer.Option("--cache", help="Training cache (from `albumfix dataset`).")] = Path("cache/train-s128.npz"),
+    out: Annotated[Path, typer.Option("--out", help="Pairs file to write (.npz).")] = Path("cache/pairs-s128.npz"),
+    work_dir: Annotated[Optional[Path], typer.Option("--work-dir", help="The cache's work folder (its analysis log; the resumable shards go there) [default: the cache's folder].")] = None,
+    variants: Annotated[int, typer.Option("--variants", min=1, help="Damages per ground-truth crop.")] = 2,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    jobs: Annotated[int, typer.Option("--jobs", min=1, help="Processes.")] = 2,
+    crops: Annotated[Optional[int], typer.Option("--crops", min=1, help="Only the first N ground-truth crops (reuses the shards of a longer build cut short).")] = None,
+) -> None:
+    """Make training pairs the way inference sees them: damage whole photos, find and align the
+    face on the damaged photo, crop the truth with the same transform (albumfix.train.inference_pairs).
+    `albumfix train pairs=FILE` trains on them, `albumfix eval --pairs FILE` scores them. Resumable."""
+    from dataclasses import asdict
+
+    from albumfix.train.inference_pairs import build_inference_pairs
+
+    report = build_inference_pairs(cache, out, variants=variants, seed=seed, workers=jobs, work_dir=work_dir, crops=crops)
+    for key, value in asdict(report).items():
+        typer.echo(f"{key:<22} {value}")
+
+
+@app.command()
 def train(
     overrides: Annotated[Optional[list[str]], typer.Argument(help="KEY=VALUE overrides, e.g. steps=500 loss.fft=0.1.")] = None,
     config: Annotated[Optional[Path], typer.Option("--config", help="TOML/JSON training recipe.")] = None,
@@ -536,6 +558,7 @@ def evaluate_command(
     limit: Annotated[Optional[int], typer.Option("--limit", help="First N faces only.")] = None,
     degradation: Annotated[str, typer.Option("--degradation", help="light | default | heavy.")] = "default",
     seed: Annotated[int, typer.Option("--seed")] = 1234,
+    pairs: Annotated[Optional[Path], typer.Option("--pairs", help="Score crops made the way restore makes them, from this pairs file (`albumfix pairs`), instead of crop-level damage.")] = None,
     identity: Annotated[bool, typer.Option("--identity/--no-identity", help="dlib identity distances.")] = True,
     device: Annotated[str, typer.Option("--device")] = "auto",
     threads: Annotated[int, typer.Option("--threads", min=1, help="torch CPU threads.")] = 2,
@@ -569,7 +592,7 @@ def evaluate_command(
             _fail(UsageError(f"no weights for {model}: give --weights or --checkpoint"))
     report = evaluate(EvalConfig(
         cache=str(cache), split=split, limit=limit, weights=str(weights or ""),
-        checkpoint=str(checkpoint or ""), model=model, degradation=degradation, seed=seed,
+        checkpoint=str(checkpoint or ""), model=model, degradation=degradation, seed=seed, pairs=str(pairs or ""),
         identity=identity, batch_size=batch_size, device=device, threads=threads, out=str(out or ""),
         examples=str(examples or "")))
     typer.echo(report.to_json() if as_json else report.table())

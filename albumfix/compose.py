@@ -149,10 +149,9 @@ class Composer:
     @staticmethod
     def _crop(rgb: np.ndarray, landmarks: np.ndarray, size: int):
         """(transform, (S, S, 3) uint8 aligned crop, (68, 2) crop landmarks)."""
-        from albumfix.faces.align import ffhq_transform, landmarks_to_crop, warp_to_crop
+        from albumfix.faces.align import aligned_crop
 
-        t = ffhq_transform(landmarks, size)
-        return t, warp_to_crop(rgb, t, border="reflect"), landmarks_to_crop(landmarks, t)
+        return aligned_crop(rgb, landmarks, size)
 
     def _reference(self, face_id: str, size: int):
         """Aligned crop + crop landmarks of an exemplar face (decoded once per run)."""

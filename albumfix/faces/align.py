@@ -161,3 +161,11 @@ def warp_to_crop(image: np.ndarray, t: AlignTransform, border: str = "reflect") 
             region = region[:, :, None]
         matrix = matrix @ np.diag([2.0, 2.0, 1.0])
     return _warp_channels(region, matrix[:2], t.size, _BORDERS[border])
+
+
+def aligned_crop(rgb: np.ndarray, landmarks: np.ndarray, size: int,
+                 border: str = "reflect") -> tuple[AlignTransform, np.ndarray, np.ndarray]:
+    """The FFHQ crop restore feeds the model: rgb (H, W, 3) photo, landmarks (68, 2) photo px ->
+    (transform, (S, S, 3) crop of rgb's dtype, (68, 2) float32 crop landmarks)."""
+    t = ffhq_transform(landmarks, size)
+    return t, warp_to_crop(rgb, t, border=border), landmarks_to_crop(landmarks, t)

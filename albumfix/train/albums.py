@@ -49,6 +49,8 @@ import numpy as np
 
 from albumfix.atomic import atomic_write_bytes
 from albumfix.degrade import PHOTO_FAMILIES, apply_photo_damage, sample_photo_damage
+from albumfix.faces.analyzer import box_iou
+from albumfix.train.dataset import album_people, main_face, people_photos, read_rgb
 
 VARIANT_ARGS = {"product": [], "unguided": ["--exemplars", "0"], "oracle": [], "product-k3": ["--exemplars", "3"],
                 "unguarded": ["--no-guard"]}
@@ -80,12 +82,6 @@ class BenchPhoto:
     faces: list[TruthFace] = field(default_factory=list)
 
 
-def _read_rgb(path: Path) -> np.ndarray:
-    from albumfix.album.imageio import decode
-
-    return decode(path).rgb8()
-
-
 def _write_png(path: Path, rgb: np.ndarray) -> None:
     ok, buf = cv2.imencode(".png", np.ascontiguousarray(rgb[..., ::-1]))
     if not ok:
@@ -104,8 +100,6 @@ def _side_by_side(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, int]:
 def _truth_faces(analyzer, rgb: np.ndarray, people: Sequence[str], split_x: int | None) -> list[TruthFace]:
     """The main face of each person: the largest face (of the half split at split_x, left for
     people[0]) whose box holds the centre of its half."""
-    from albumfix.train.dataset import main_face
-
     faces = analyzer.analyse(rgb)
     halves = [(0, rgb.shape[1])] if split_x is None else [(0, split_x), (split_x, rgb.shape[1])]
     out = []
@@ -130,7 +124,6 @@ def build_albums(roots: Sequence[Path | str], work_dir: Path | str, people: int 
     this many (None: all with 4 or more photos); pairs: two-person photos. Returns the
     manifest's photos. Deterministic for a seed; an existing manifest is reused as it is."""
     from albumfix.faces.backends import create_analyzer
-    from albumfix.train.dataset import album_people, people_photos
 
     work_dir = Path(work_dir)
     if (work_dir / MANIFEST).exists():
@@ -149,7 +142,7 @@ def build_albums(roots: Sequence[Path | str], work_dir: Path | str, people: int 
         name = person.replace("/", "-")
         damaged = None
         for k, source in enumerate(files):  # the damaged photo: the first with a findable face
-            faces = _truth_faces(analyzer, _read_rgb(source), [person], None)
+            faces = _truth_faces(analyzer, read_rgb(source), [person], None)
             if faces:
                 damaged = (source, faces)
                 files = files[:k] + files[k + 1:]
@@ -162,16 +155,16 @@ def build_albums(roots: Sequence[Path | str], work_dir: Path | str, people: int 
             (album / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(source, album / rel)
             photos.append(BenchPhoto(rel, None, None, [str(source)],
-                                     _truth_faces(analyzer, _read_rgb(source), [person], None)))
+                                     _truth_faces(analyzer, read_rgb(source), [person], None)))
         spare[person] = files[n_sharp:]
         source, faces = damaged
-        clean = _read_rgb(source)
+        clean = read_rgb(source)
         photos.append(_damage(clean, faces, family, [str(source)], f"{name}/damaged-{family}.png",
                               np.random.default_rng([seed, i, 1]), album, truth, work_dir))
     duo = [p for p in chosen if spare.get(p)]
     for k in range(min(pairs, len(duo) // 2)):
         a, b = duo[2 * k], duo[2 * k + 1]
-        rgb, split_x = _side_by_side(_read_rgb(spare[a][0]), _read_rgb(spare[b][0]))
+        rgb, split_x = _side_by_side(read_rgb(spare[a][0]), read_rgb(spare[b][0]))
         faces = _truth_faces(analyzer, rgb, [a, b], split_x)
         if len(faces) == 2:
             family = PHOTO_FAMILIES[k % len(PHOTO_FAMILIES)]
@@ -216,14 +209,6 @@ def _cli(args: list[str], code: Path | None) -> tuple[dict | None, float, str]:
         return None, seconds, run.stderr[-2000:]
 
 
-def _iou(a: Sequence[float], b: Sequence[float]) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
-
-
 def match_faces(photos: list[BenchPhoto], run: dict) -> dict[tuple[str, int], dict]:
     """(album path, truth face index) -> the run's JSON face object that found it (best IoU >=
     MIN_IOU); undetected truth faces are absent."""
@@ -231,7 +216,7 @@ def match_faces(photos: list[BenchPhoto], run: dict) -> dict[tuple[str, int], di
     out = {}
     for photo in photos:
         for k, truth in enumerate(photo.faces):
-            scored = [(_iou(truth.box, f["box"]), f) for f in found.get(photo.path, [])]
+            scored = [(box_iou(truth.box, f["box"]), f) for f in found.get(photo.path, [])]
             best = max(scored, key=lambda t: t[0], default=(0.0, None))
             if best[0] >= MIN_IOU:
                 out[(photo.path, k)] = best[1]
@@ -354,11 +339,11 @@ def score(work_dir: Path, photos: list[BenchPhoto], scan: dict, runs: dict[str, 
     for photo in photos:
         if photo.family is None:
             continue
-        truth = _read_rgb(work_dir / photo.truth)
-        images = {"input": _read_rgb(work_dir / "album" / photo.path)}
+        truth = read_rgb(work_dir / photo.truth)
+        images = {"input": read_rgb(work_dir / "album" / photo.path)}
         for v in runs:
             out = work_dir / f"out-{v}" / photo.path
-            images[v] = _read_rgb(out) if out.exists() else images["input"]
+            images[v] = read_rgb(out) if out.exists() else images["input"]
         for k, face in enumerate(photo.faces):
             truth_desc = scorer.descriptor(truth, face)
             found = matched.get((photo.path, k))

@@ -178,7 +178,7 @@ def read_analysis_log(log_path: Path) -> dict[str, PhotoAnalysis]:
     return done
 
 
-def _read_rgb(path: Path) -> np.ndarray:
+def read_rgb(path: Path) -> np.ndarray:
     """(H, W, 3) uint8 RGB with EXIF orientation applied, via albumfix's own decoder."""
     from albumfix.album.imageio import decode
 
@@ -196,7 +196,7 @@ def analyse_photos(photos: Sequence[SourcePhoto], log_path: Path, analyzer: Face
     start = time.monotonic()
     with open(log_path, "a", encoding="utf-8") as fh:
         for count, photo in enumerate(todo, 1):
-            rgb = _read_rgb(photo.path)
+            rgb = read_rgb(photo.path)
             face = main_face(analyzer.analyse(rgb), rgb.shape[1], rgb.shape[0])
             a = PhotoAnalysis(
                 key=photo.key, person=photo.person,
@@ -232,7 +232,7 @@ def album_people(by_person: dict[str, list[Path]], people: int | None) -> list[s
     return sorted(p for p, files in by_person.items() if len(files) >= 4)[:people]
 
 
-def _encode_jpeg(rgb: np.ndarray, quality: int) -> np.ndarray:
+def encode_jpeg(rgb: np.ndarray, quality: int) -> np.ndarray:
     ok, buf = cv2.imencode(".jpg", rgb[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, quality])
     if not ok:
         raise RuntimeError("JPEG encoding failed")
@@ -255,19 +255,18 @@ class _Crops:
 def make_crops(photos: Sequence[SourcePhoto], analyses: dict[str, PhotoAnalysis], size: int,
                quality: int = 95) -> _Crops:
     """Aligned (S, S) crops (reflect border) of every analysed face, JPEG-encoded at `quality`."""
-    from albumfix.faces.align import ffhq_transform, landmarks_to_crop, warp_to_crop
+    from albumfix.faces.align import aligned_crop
 
     out = _Crops([], [], [], [], [], [])
     for photo in photos:
         a = analyses.get(photo.key)
         if a is None or a.landmarks is None or a.embedding is None:
             continue
-        t = ffhq_transform(a.landmarks, size)
-        crop = warp_to_crop(_read_rgb(photo.path), t, border="reflect")
+        t, crop, crop_landmarks = aligned_crop(read_rgb(photo.path), a.landmarks, size)
         out.keys.append(photo.key)
         out.persons.append(photo.person)
-        out.jpegs.append(_encode_jpeg(crop, quality))
-        out.landmarks.append(landmarks_to_crop(a.landmarks, t).astype(np.float32))
+        out.jpegs.append(encode_jpeg(crop, quality))
+        out.landmarks.append(crop_landmarks)
         out.embeddings.append(a.embedding.astype(np.float16))
         out.sides.append(size / t.scale)
     return out
@@ -359,7 +358,7 @@ def pack_jpegs(jpegs: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
 
 def encode_crops(crops: Sequence[np.ndarray], quality: int = 95) -> tuple[np.ndarray, np.ndarray]:
     """(S, S, 3) uint8 RGB crops -> packed JPEGs (see `pack_jpegs`)."""
-    return pack_jpegs([_encode_jpeg(c, quality) for c in crops])
+    return pack_jpegs([encode_jpeg(c, quality) for c in crops])
 
 
 def save_cache(cache: TrainingCache, path: Path | str) -> None:
@@ -387,13 +386,16 @@ class AugmentConfig:
     degradation: preset name of the LQ degradation; flip_prob: mirror the whole triple;
     landmark_jitter: std in px (at S = 128, scaled with S) added to the LQ landmarks, as
     landmarks detected on a degraded photo are noisy; ref_degrade_prob: chance the exemplar gets
-    the "light" degradation (album exemplars are not pristine either).
+    the "light" degradation (album exemplars are not pristine either); pairs_share: chance a
+    training item is a pair made the way inference sees it (`inference_pairs`, when the run has
+    a pairs file) instead of a crop degraded on the fly.
     """
 
     degradation: str = "default"
     flip_prob: float = 0.5
     landmark_jitter: float = 1.0
     ref_degrade_prob: float = 0.3
+    pairs_share: float = 0.5
 
 
 NO_AUGMENT = AugmentConfig(flip_prob=0.0, landmark_jitter=0.0, ref_degrade_prob=0.0)
@@ -434,11 +436,29 @@ def make_sample(cache: TrainingCache, index: int, rng: np.random.Generator, augm
         ref, ref_lm = _mirror(ref, ref_lm)
     d = sample_degradation(rng, cache.size, cfg)
     lq = apply_degradation(gt, d)
-    if rng.random() < augment.ref_degrade_prob:
-        ref = apply_degradation(ref, sample_degradation(rng, cache.size, get_preset("light")))
+    ref = _maybe_degrade_ref(ref, rng, augment)
     lq_lm = lm + rng.normal(0.0, augment.landmark_jitter * cache.size / 128.0, lm.shape).astype(np.float32)
     return TrainingSample(lq=lq, ref=ref, target=apply_look(gt, d), lq_landmarks=lq_lm,
                           ref_landmarks=ref_lm, tone=d.tone)
+
+
+def _maybe_degrade_ref(ref: np.ndarray, rng: np.random.Generator, augment: AugmentConfig) -> np.ndarray:
+    """The exemplar crop, given the "light" degradation with chance augment.ref_degrade_prob."""
+    if rng.random() < augment.ref_degrade_prob:
+        return apply_degradation(ref, sample_degradation(rng, ref.shape[0], get_preset("light")))
+    return ref
+
+
+def augment_fixed_pair(sample: TrainingSample, rng: np.random.Generator, augment: AugmentConfig) -> TrainingSample:
+    """A ready-made pair (input and target fixed, e.g. `inference_pairs`) augmented as
+    `make_sample` augments: the whole triple mirrored, the exemplar maybe lightly degraded."""
+    lq, lq_lm, target, ref, ref_lm = sample.lq, sample.lq_landmarks, sample.target, sample.ref, sample.ref_landmarks
+    if rng.random() < augment.flip_prob:
+        lq, lq_lm = _mirror(lq, lq_lm)
+        ref, ref_lm = _mirror(ref, ref_lm)
+        target = np.ascontiguousarray(target[:, ::-1])
+    return TrainingSample(lq=lq, ref=_maybe_degrade_ref(ref, rng, augment), target=target, lq_landmarks=lq_lm,
+                          ref_landmarks=ref_lm, tone=sample.tone)
 
 
 class PairStream:
@@ -447,9 +467,12 @@ class PairStream:
     Item k is pair perm_e[k mod n] of epoch e = k // n, where perm_e is a permutation seeded by
     (seed, e), and its augmentation is seeded by (seed, e, k). So item k is the same whatever
     the DataLoader workers, and a resumed run continues the stream from k = step * batch_size.
+    With `pairs` (an `inference_pairs.InferencePairs` of the same cache), item k is instead, with
+    chance augment.pairs_share, a random one of its pairs of the same split (`fixed_indices`).
     """
 
-    def __init__(self, cache: TrainingCache, indices: np.ndarray, augment: AugmentConfig, seed: int):
+    def __init__(self, cache: TrainingCache, indices: np.ndarray, augment: AugmentConfig, seed: int,
+                 pairs=None, fixed_indices: np.ndarray | None = None):
         if len(indices) == 0:
             raise ValueError("no training pairs (ground-truth crops with an exemplar) in this split")
         self.cache = cache
@@ -457,6 +480,8 @@ class PairStream:
         self.augment = augment
         self.seed = seed
         self.degradation = get_preset(augment.degradation)
+        self.pairs = pairs
+        self.fixed = np.zeros(0, np.int64) if fixed_indices is None else np.asarray(fixed_indices)
         self._perm_epoch = -1
         self._perm = self.indices
 
@@ -473,6 +498,9 @@ class PairStream:
         epoch, position = divmod(int(k), len(self.indices))
         index = int(self._permutation(epoch)[position])
         rng = np.random.default_rng([self.seed, epoch, int(k)])
+        if len(self.fixed) and self.augment.pairs_share > 0 and rng.random() < self.augment.pairs_share:
+            fixed = int(self.fixed[rng.integers(len(self.fixed))])
+            return augment_fixed_pair(self.pairs.sample(self.cache, fixed), rng, self.augment)
         return make_sample(self.cache, index, rng, self.augment, self.degradation)
 
 

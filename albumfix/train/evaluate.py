@@ -4,7 +4,10 @@ Every ground-truth crop of the split is degraded once with the named preset (see
 every run and every model sees the same inputs) and compared, against its target (the ground
 truth in the same print tone), in three variants: "input" (the degraded crop as is),
 "unguided" (the model with the exemplar replaced by the input itself) and "guided" (the model
-with the exemplar albumfix chose when the cache was built).
+with the exemplar albumfix chose when the cache was built). With a pairs file (`--pairs`, see
+`inference_pairs`) the inputs are instead crops made the way `albumfix restore` makes them: the
+whole photo damaged, the face found and aligned on the damaged photo, the truth cropped with the
+same transform (the first damage of every held-out crop).
 
 Metrics (per face, averaged):
 - PSNR in dB on RGB, [0, 255], over all pixels and channels (peak 255);
@@ -42,6 +45,7 @@ class EvalConfig:
     pairs (None: all); weights: a .safetensors / .pth weights file, or checkpoint: a training
     checkpoint (its EMA weights are used); model: configuration name (with `weights`);
     degradation: preset name; seed: degradation seed (each pair is seeded by (seed, crop index));
+    pairs: a pairs file of the cache (`albumfix pairs`): evaluate its pairs instead ("" : none);
     identity: compute dlib identity distances; batch_size, device, threads: inference settings;
     out: JSON report path ("" : none); examples: PNG sheet of the first `example_count` pairs,
     columns input | unguided | guided | exemplar | ground truth ("" : none).
@@ -55,6 +59,7 @@ class EvalConfig:
     model: str = "albumfix-s128"
     degradation: str = "default"
     seed: int = 1234
+    pairs: str = ""
     identity: bool = True
     batch_size: int = 16
     device: str = "auto"
@@ -171,12 +176,20 @@ def evaluate(config: EvalConfig) -> EvalReport:
     from albumfix.restore.precision import ieee_fp32
     from albumfix.train.dataset import evaluation_samples, load_cache
     from albumfix.train.checkpoints import resolve_device
+    from albumfix.train.inference_pairs import evaluation_pairs, inference_samples, load_pairs
 
     start = time.monotonic()
     torch.set_num_threads(config.threads)
     device = resolve_device(config.device)
     cache = load_cache(config.cache)
-    samples = evaluation_samples(cache, config.split, config.limit, config.seed, config.degradation)
+    if config.pairs:
+        pairs = load_pairs(config.pairs, cache)
+        samples = inference_samples(cache, pairs, config.split, config.limit)
+        bases = pairs.base[evaluation_pairs(cache, pairs, config.split, config.limit)]
+        degradation = f"inference pairs {Path(config.pairs).name}"
+    else:
+        samples = evaluation_samples(cache, config.split, config.limit, config.seed, config.degradation)
+        bases, degradation = cache.pairs(config.split)[:config.limit], config.degradation
     if not samples:
         raise ValueError(f"no {config.split} pairs in {config.cache}")
     model = _load_model(config, device)
@@ -197,10 +210,9 @@ def evaluate(config: EvalConfig) -> EvalReport:
     variants = [VariantMetrics(name=n, psnr=float(m["psnr"].mean()), ssim=float(m["ssim"].mean()),
                                identity=float(m["identity"].mean()) if "identity" in m else None)
                 for n, m in per_face.items()]
-    indices = cache.pairs(config.split)[:config.limit]
     report = EvalReport(
-        variants=variants, faces=len(samples), people=len(set(cache.person[indices].tolist())),
-        split=config.split, degradation=config.degradation, weights=config.checkpoint or config.weights,
+        variants=variants, faces=len(samples), people=len(set(cache.person[bases].tolist())),
+        split=config.split, degradation=degradation, weights=config.checkpoint or config.weights,
         guided_psnr_win_rate=float(np.mean(per_face["guided"]["psnr"] > per_face["unguided"]["psnr"])),
         guided_identity_win_rate=(float(np.mean(per_face["guided"]["identity"] < per_face["unguided"]["identity"]))
                                   if embed else None),

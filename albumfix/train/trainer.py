@@ -38,6 +38,7 @@ from torch import nn
 from albumfix.atomic import atomic_write_bytes
 from albumfix.restore.precision import check_precision, ieee_fp32, resolve_precision
 from albumfix.train.dataset import AugmentConfig, PairStream, collate, evaluation_samples, load_cache
+from albumfix.train.inference_pairs import inference_samples, load_pairs
 from albumfix.train.checkpoints import resolve_device, settle_spectral_norm
 from albumfix.train.losses import (
     IdentityLoss, LossWeights, PatchDiscriminator, discriminator_hinge_loss, restoration_loss,
@@ -64,7 +65,10 @@ class TrainConfig:
     (cosine); weight_decay, betas: AdamW; grad_clip: max gradient L2 norm (0: off).
     ema_decay: EMA factor per step (warm-started as min(decay, (1 + t) / (10 + t))).
     loss: loss weights; disc_lr, disc_width: patch discriminator (used when loss.adversarial > 0).
-    augment: on-the-fly degradation and augmentation. seed: data stream and initialisation.
+    augment: on-the-fly degradation and augmentation. pairs: a pairs file of the cache made the way
+    inference sees them (`albumfix pairs`, "": none); with it, a share augment.pairs_share of
+    the items are those pairs and validation runs on its held-out pairs. seed: data stream and
+    initialisation.
     threads: torch CPU threads; device: "auto" | "cpu" | "cuda" | "cuda:N"; precision: "auto"
     (bf16 or fp16 autocast on CUDA, fp32 on CPU) | "fp32" | "bf16" | "fp16" (with a GradScaler).
     checkpoint_every / checkpoint_minutes: checkpoint cadence in steps / wall minutes;
@@ -95,6 +99,7 @@ class TrainConfig:
     disc_lr: float = 1e-4
     disc_width: int = 32
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    pairs: str = ""
     seed: int = 0
     threads: int = 2
     device: str = "auto"
@@ -440,14 +445,17 @@ def _train_on(device: torch.device, config: TrainConfig) -> TrainResult:
     say = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
     say(f"training {config.model} on {device}: {len(cache.pairs('train'))} train pairs, "
         f"batch {config.batch_size}, steps {start_step} -> {config.steps}")
-    stream = PairStream(cache, cache.pairs("train"), config.augment, config.seed)
+    pairs = load_pairs(config.pairs, cache) if config.pairs else None
+    stream = PairStream(cache, cache.pairs("train"), config.augment, config.seed,
+                        pairs, None if pairs is None else pairs.of_split(cache, "train"))
     end_step = config.steps if config.stop_after is None else min(config.steps, start_step + config.stop_after)
     if config.max_minutes is not None and state.wall_seconds >= config.max_minutes * 60:
         end_step = start_step
     loader = DataLoader(stream, batch_size=config.batch_size, collate_fn=collate,
                         num_workers=data_workers(config.num_workers, device),
                         sampler=range(start_step * config.batch_size, end_step * config.batch_size))
-    val_samples = evaluation_samples(cache, "val", config.val_count)
+    val_samples = (inference_samples(cache, pairs, "val", config.val_count) if pairs is not None
+                   else evaluation_samples(cache, "val", config.val_count))
     val_psnr = val_input = None
     window: list[float] = []
     last_loss = float("nan")
