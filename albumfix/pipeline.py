@@ -44,7 +44,8 @@ log = logging.getLogger("albumfix")
 
 INDEX_DIR = ".albumfix"
 ANALYSIS_FIELDS = ("faces", "landmarks", "models_dir", "upsample", "cnn_fallback", "max_megapixels")
-ANALYSIS_VERSION = 2  # bump when what analysis computes changes (2: edge detail, equalised HOG retry)
+ANALYSIS_VERSION = 3  # bump when what analysis computes changes (2: edge detail, equalised HOG retry;
+# 3: denoised HOG retry, a second search in damaged photos)
 RESTORE_FIELDS = ("model", "weights", "strength", "precision", "guard")
 
 
@@ -360,7 +361,7 @@ class Pipeline:
                 self._fail(reports[relpath], reason)
 
     def _analyse_one(self, ix: AlbumIndex, digest: str, f: AlbumFile, key: str) -> None:
-        from albumfix.faces.quality import assess_face
+        from albumfix.faces.quality import assess_face, lacks_detail
 
         try:
             photo = imageio.decode(f.path)
@@ -368,9 +369,13 @@ class Pipeline:
             ix.store_analysis(digest, key, None, "failed", str(exc), [])
             return
         rgb = photo.rgb8()
+        faces = self.analyzer().analyse(rgb)
+        qualities = [assess_face(rgb, face) for face in faces]
+        if any(lacks_detail(q.detail) for q in qualities):  # a damaged photo: look again for hidden faces
+            more = self.analyzer().search_more(rgb, faces)
+            faces, qualities = faces + more, qualities + [assess_face(rgb, face) for face in more]
         rows = []
-        for idx, face in enumerate(self.analyzer().analyse(rgb)):
-            quality = assess_face(rgb, face)
+        for idx, (face, quality) in enumerate(zip(faces, qualities)):
             rows.append(FaceRow(
                 face_id=f"{digest[:16]}-{idx}", content_hash=digest, idx=idx,
                 box=tuple(float(v) for v in face.box), score=float(face.score),

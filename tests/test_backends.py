@@ -3,6 +3,8 @@ written here in the real file formats (ONNX graphs, a torch state dict); missing
 device each part runs on (a GPU stood in by onnxruntime's and torch's availability queries)."""
 from __future__ import annotations
 
+import json
+
 import cv2
 import numpy as np
 import onnx
@@ -10,21 +12,14 @@ import pytest
 import skimage.data
 from onnx import TensorProto, helper, numpy_helper
 
-from albumfix.faces.analyzer import BackendUnavailable
-from conftest import SAMPLE_ALBUM
+from albumfix.faces.analyzer import BackendUnavailable, box_iou as iou
+from conftest import SAMPLE_ALBUM, run_cli
 from albumfix.faces.backends import create_analyzer, fan_backend, gpu_index
 from albumfix.faces.backends.fan_backend import FAN_FILE, FanCrop, decode_heatmaps
 from albumfix.faces.landmarks import mirror_landmarks
 from albumfix.faces.backends.insightface_backend import onnx_providers, similarity_matrix
 
 ASTRONAUT_FACE = (175.0, 76.0, 265.0, 166.0)  # where a person sees the face in skimage's astronaut
-
-
-def iou(a, b) -> float:
-    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - w * h
-    return w * h / union
 
 
 @pytest.fixture(scope="module")
@@ -49,6 +44,44 @@ def test_dlib_finds_the_astronaut_with_landmarks_and_unit_embedding(dlib_analyze
     assert left_eye[0] < right_eye[0] and max(left_eye[1], right_eye[1]) < lm[30, 1] < mouth[1] < lm[8, 1]
     assert best.embedding.shape == (128,) and abs(np.linalg.norm(best.embedding) - 1.0) < 1e-5
     assert dlib_analyzer.embedder == "dlib"
+
+
+def damaged_two_person_photo() -> tuple[np.ndarray, int]:
+    """Two real faces side by side, each half damaged (a web thumbnail left, the training
+    degradation right, fixed seeds) so that the first detection pass finds only the left face.
+    Returns (photo (H, W, 3) uint8, x where the right half starts)."""
+    from albumfix.album.imageio import decode
+    from albumfix.degrade import apply_photo_damage, sample_photo_damage
+
+    def half(name: str, family: str, seed: int) -> np.ndarray:
+        rgb = decode(SAMPLE_ALBUM / "2009" / name).rgb8()
+        rgb = cv2.resize(rgb, (250, 250 * rgb.shape[0] // rgb.shape[1]), interpolation=cv2.INTER_AREA)[:250]
+        return apply_photo_damage(cv2.resize(rgb, (250, 250)), sample_photo_damage(np.random.default_rng(seed), family))[0]
+
+    return np.concatenate([half("podium.jpg", "web-thumbnail", 0), half("oval office.jpg", "training", 7)], axis=1), 250
+
+
+def test_dlib_search_finds_the_face_a_damaged_photo_hid_from_the_first_pass(dlib_analyzer):
+    from albumfix.faces.quality import assess_face, lacks_detail
+
+    photo, split_x = damaged_two_person_photo()
+    faces = dlib_analyzer.analyse(photo)
+    assert len(faces) == 1 and faces[0].box[2] <= split_x and lacks_detail(assess_face(photo, faces[0]).detail)
+    more = dlib_analyzer.search_more(photo, faces)
+    assert len(more) == 1 and more[0].box[0] >= split_x - 10 and more[0].landmarks.shape == (68, 2)
+    assert more[0].embedding.shape == (128,)
+    assert dlib_analyzer.search_more(photo, faces + more) == []  # nothing found twice
+
+
+def test_scan_searches_a_damaged_photo_again_and_stores_both_faces(tmp_path):
+    album = tmp_path / "album"
+    album.mkdir()
+    photo, split_x = damaged_two_person_photo()
+    cv2.imwrite(str(album / "pair.png"), photo[..., ::-1])
+    result = run_cli("scan", str(album), "-o", str(tmp_path / "out"), "--json", "-q")
+    assert result.returncode == 0, result.stderr
+    faces = json.loads(result.stdout)["photos"][0]["faces"]
+    assert sorted(f["box"][0] >= split_x - 10 for f in faces) == [False, True]
 
 
 def test_dlib_mirrored_photo_gives_mirrored_landmarks_and_same_identity(dlib_analyzer, astronaut):
@@ -372,8 +405,6 @@ def test_a_faded_sepia_print_is_found_on_the_equalised_luminance():
     from albumfix.album.imageio import decode
     from albumfix.degrade import apply_tone
     from albumfix.faces.backends.dlib_backend import DlibModels
-    from albumfix.train.albums import _iou
-
     detector = DlibModels.load().detector(cnn_fallback=False)
     clean = decode(SAMPLE_ALBUM / "1975/group.png").rgb8()
     sepia = apply_tone(clean, "sepia").astype(np.float32)
@@ -382,4 +413,4 @@ def test_a_faded_sepia_print_is_found_on_the_equalised_luminance():
     found = detector.detect(faded)
     truth = detector.detect(clean)
     assert len(found) >= 1 and len(truth) == 2
-    assert all(max(_iou(f.box, t.box) for t in truth) >= 0.3 for f in found)
+    assert all(max(iou(f.box, t.box) for t in truth) >= 0.3 for f in found)

@@ -68,6 +68,12 @@ class Embedder(Protocol):
         ...
 
 
+def _checked_rgb(rgb: np.ndarray) -> np.ndarray:
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+        raise ValueError(f"expected (H, W, 3) uint8 RGB, got {rgb.shape} {rgb.dtype}")
+    return np.ascontiguousarray(rgb)
+
+
 class PipelineAnalyzer:
     """FaceAnalyzer made of a detector, a landmarker and an embedder (each loaded once)."""
 
@@ -80,10 +86,21 @@ class PipelineAnalyzer:
 
     def analyse(self, rgb: np.ndarray) -> list[DetectedFace]:
         """rgb: (H, W, 3) uint8. Returns faces sorted top-to-bottom, then left-to-right."""
-        if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
-            raise ValueError(f"expected (H, W, 3) uint8 RGB, got {rgb.shape} {rgb.dtype}")
-        rgb = np.ascontiguousarray(rgb)
-        boxes = sorted(self.detector.detect(rgb), key=lambda f: (f.box[1], f.box[0]))
+        rgb = _checked_rgb(rgb)
+        return self._describe(rgb, sorted(self.detector.detect(rgb), key=lambda f: (f.box[1], f.box[0])))
+
+    def search_more(self, rgb: np.ndarray, found: list[DetectedFace]) -> list[DetectedFace]:
+        """Faces of a damaged photo that `analyse` missed (the detector's `search`, when it has
+        one: dlib's HOG retries), sorted as `analyse` sorts; [] for detectors without it."""
+        search = getattr(self.detector, "search", None)
+        if search is None:
+            return []
+        rgb = _checked_rgb(rgb)
+        known = [FaceBox(box=f.box, score=f.score, keypoints=None, detector=f.detector) for f in found]
+        return self._describe(rgb, sorted(search(rgb, known), key=lambda f: (f.box[1], f.box[0])))
+
+    def _describe(self, rgb: np.ndarray, boxes: list[FaceBox]) -> list[DetectedFace]:
+        """Landmarks and embeddings of detector boxes -> DetectedFace records, in box order."""
         if not boxes:
             return []
         points = self.landmarker.landmarks(rgb, boxes)
