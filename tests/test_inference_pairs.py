@@ -85,6 +85,9 @@ def test_a_rebuild_reuses_the_shards_and_a_foreign_cache_is_refused(pairs_setup,
     first, second = load_pairs(work / "pairs.npz"), load_pairs(tmp_path / "again.npz")
     assert again.pairs == report.pairs
     assert np.array_equal(first.lq, second.lq) and np.array_equal(first.lq_landmarks, second.lq_landmarks)
+    part = build_inference_pairs(work / "c.npz", tmp_path / "part.npz", variants=3, seed=5, workers=1,
+                                 work_dir=work, crops=1, progress=lambda m: None)
+    assert part.attempted == 3 and load_pairs(tmp_path / "part.npz").base.tolist() == first.base[:part.pairs].tolist()
     other = load_cache(work / "c.npz")
     other.landmarks = other.landmarks[:2]  # a cache with another crop count
     with pytest.raises(ValueError, match="another cache"):

@@ -237,7 +237,9 @@ def build_inference_pairs(cache_path: Path | str, out_path: Path | str, variants
     shard_dir = work_dir / "pair-shards"
     shard_dir.mkdir(parents=True, exist_ok=True)
     chunks = [tasks[k:k + SHARD] for k in range(0, len(tasks), SHARD)]
-    names = [shard_dir / f"s{seed}-v{variants}-{k:05d}.npz" for k in range(len(chunks))]
+    # a shard's name holds its task count, so a build cut short (`crops`) never passes its
+    # partial last shard off as a full one of a longer build, nor the reverse
+    names = [shard_dir / f"s{seed}-v{variants}-{k:05d}-n{len(chunk)}.npz" for k, chunk in enumerate(chunks)]
     todo = [k for k, name in enumerate(names) if not name.exists()]
     say(f"{len(tasks)} damages of {len(tasks) // max(variants, 1)} crops in {len(chunks)} shards, "
         f"{len(chunks) - len(todo)} already made")
