@@ -12,6 +12,7 @@ import pytest
 
 from albumfix.album.imageio import decode
 from albumfix.faces.backends import create_analyzer
+from albumfix.faces.landmarks import mirror_landmarks
 from albumfix.train.dataset import AugmentConfig, PairStream, build_dataset, load_cache
 from albumfix.train.evaluate import EvalConfig, evaluate
 from albumfix.train.inference_pairs import (
@@ -101,6 +102,18 @@ def test_pair_stream_mixes_inference_pairs_by_share(pairs_setup):
     lqs = {pairs.lq_crop(int(i)).tobytes() for i in fixed} | {pairs.lq_crop(int(i))[:, ::-1].tobytes() for i in fixed}
     only_pairs = PairStream(cache, cache.pairs("train"), AugmentConfig(pairs_share=1.0), 0, pairs, fixed)
     assert all(only_pairs[k].lq.tobytes() in lqs for k in range(12))
+    by_lq = {pairs.lq_crop(int(i)).tobytes(): (int(i), False) for i in fixed}
+    by_lq.update({pairs.lq_crop(int(i))[:, ::-1].tobytes(): (int(i), True) for i in fixed})
+    flips = set()
+    for k in range(12):  # a mirrored item mirrors its target and landmarks with it
+        item = only_pairs[k]
+        i, flipped = by_lq[item.lq.tobytes()]
+        target, lm = pairs.target_crop(i), pairs.lq_landmarks[i]
+        if flipped:
+            target, lm = target[:, ::-1], mirror_landmarks(lm, S)
+        assert np.array_equal(item.target, target) and np.allclose(item.lq_landmarks, lm)
+        flips.add(flipped)
+    assert flips == {False, True}
     plain = PairStream(cache, cache.pairs("train"), AugmentConfig(pairs_share=0.0), 0, pairs, fixed)
     without = PairStream(cache, cache.pairs("train"), AugmentConfig(), 0)
     assert all(np.array_equal(plain[k].lq, without[k].lq) for k in range(6))
