@@ -61,6 +61,23 @@ def damaged_two_person_photo() -> tuple[np.ndarray, int]:
     return np.concatenate([half("podium.jpg", "web-thumbnail", 0), half("oval office.jpg", "training", 7)], axis=1), 250
 
 
+def test_a_noisy_damaged_face_is_found_on_the_denoised_copy_when_every_other_hog_pass_misses():
+    from albumfix.album.imageio import decode
+    from albumfix.degrade import apply_photo_damage, sample_photo_damage
+    from albumfix.faces.backends.dlib_backend import DlibModels, denoised, equalised
+
+    detector = DlibModels.load().detector(cnn_fallback=False)
+    rgb = decode(SAMPLE_ALBUM / "2009" / "podium.jpg").rgb8()
+    rgb = cv2.resize(rgb, (250, 250 * rgb.shape[0] // rgb.shape[1]), interpolation=cv2.INTER_AREA)
+    damaged = apply_photo_damage(rgb, sample_photo_damage(np.random.default_rng(36), "training"))[0]
+    assert not (detector.detect_hog(damaged) or detector.detect_hog(damaged, 2)
+                or detector.detect_hog(equalised(damaged), 2))
+    found = detector.detect(damaged)
+    truth = detector.detect(rgb)
+    assert len(found) == 1 and len(truth) == 1 and iou(found[0].box, truth[0].box) >= 0.5
+    assert found[0].box == detector.detect_hog(denoised(damaged), 2)[0].box
+
+
 def test_dlib_search_finds_the_face_a_damaged_photo_hid_from_the_first_pass(dlib_analyzer):
     from albumfix.faces.quality import assess_face, lacks_detail
 
