@@ -100,7 +100,7 @@ def test_pair_stream_mixes_inference_pairs_by_share(pairs_setup):
     pairs = load_pairs(work / "pairs.npz", cache)
     fixed = pairs.of_split(cache, "train")
     lqs = {pairs.lq_crop(int(i)).tobytes() for i in fixed} | {pairs.lq_crop(int(i))[:, ::-1].tobytes() for i in fixed}
-    only_pairs = PairStream(cache, cache.pairs("train"), AugmentConfig(pairs_share=1.0), 0, pairs, fixed)
+    only_pairs = PairStream(cache, cache.pairs("train"), AugmentConfig(pairs_share=1.0), 0, pairs)
     assert all(only_pairs[k].lq.tobytes() in lqs for k in range(12))
     by_lq = {pairs.lq_crop(int(i)).tobytes(): (int(i), False) for i in fixed}
     by_lq.update({pairs.lq_crop(int(i))[:, ::-1].tobytes(): (int(i), True) for i in fixed})
@@ -114,7 +114,7 @@ def test_pair_stream_mixes_inference_pairs_by_share(pairs_setup):
         assert np.array_equal(item.target, target) and np.allclose(item.lq_landmarks, lm)
         flips.add(flipped)
     assert flips == {False, True}
-    plain = PairStream(cache, cache.pairs("train"), AugmentConfig(pairs_share=0.0), 0, pairs, fixed)
+    plain = PairStream(cache, cache.pairs("train"), AugmentConfig(pairs_share=0.0), 0, pairs)
     without = PairStream(cache, cache.pairs("train"), AugmentConfig(), 0)
     assert all(np.array_equal(plain[k].lq, without[k].lq) for k in range(6))
     assert not any(plain[k].lq.tobytes() in lqs for k in range(6))

@@ -96,8 +96,7 @@ class TrainingCache:
 
     def crop(self, index: int) -> np.ndarray:
         """Crop `index` as (S, S, 3) uint8 RGB."""
-        data = self.jpeg[self.jpeg_offsets[index]:self.jpeg_offsets[index + 1]]
-        return cv2.imdecode(data, cv2.IMREAD_COLOR)[..., ::-1].copy()
+        return decode_jpeg(self.jpeg, self.jpeg_offsets, index)
 
     def pairs(self, split: str) -> np.ndarray:
         """Indices of ground-truth crops of `split` ("train" or "val") that have an exemplar."""
@@ -356,6 +355,16 @@ def pack_jpegs(jpegs: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate(jpegs).astype(np.uint8), offsets
 
 
+def unpack_jpegs(data: np.ndarray, offsets: np.ndarray) -> list[np.ndarray]:
+    """Inverse of `pack_jpegs`: the list of encoded images."""
+    return [data[offsets[i]:offsets[i + 1]] for i in range(len(offsets) - 1)]
+
+
+def decode_jpeg(data: np.ndarray, offsets: np.ndarray, index: int) -> np.ndarray:
+    """Image `index` of packed JPEGs (see `pack_jpegs`) as (S, S, 3) uint8 RGB."""
+    return cv2.imdecode(data[offsets[index]:offsets[index + 1]], cv2.IMREAD_COLOR)[..., ::-1].copy()
+
+
 def encode_crops(crops: Sequence[np.ndarray], quality: int = 95) -> tuple[np.ndarray, np.ndarray]:
     """(S, S, 3) uint8 RGB crops -> packed JPEGs (see `pack_jpegs`)."""
     return pack_jpegs([encode_jpeg(c, quality) for c in crops])
@@ -468,11 +477,11 @@ class PairStream:
     (seed, e), and its augmentation is seeded by (seed, e, k). So item k is the same whatever
     the DataLoader workers, and a resumed run continues the stream from k = step * batch_size.
     With `pairs` (an `inference_pairs.InferencePairs` of the same cache), item k is instead, with
-    chance augment.pairs_share, a random one of its pairs of the same split (`fixed_indices`).
+    chance augment.pairs_share, a random one of the pairs made from the crops in `indices`.
     """
 
     def __init__(self, cache: TrainingCache, indices: np.ndarray, augment: AugmentConfig, seed: int,
-                 pairs=None, fixed_indices: np.ndarray | None = None):
+                 pairs=None):
         if len(indices) == 0:
             raise ValueError("no training pairs (ground-truth crops with an exemplar) in this split")
         self.cache = cache
@@ -481,7 +490,7 @@ class PairStream:
         self.seed = seed
         self.degradation = get_preset(augment.degradation)
         self.pairs = pairs
-        self.fixed = np.zeros(0, np.int64) if fixed_indices is None else np.asarray(fixed_indices)
+        self.fixed = np.zeros(0, np.int64) if pairs is None else np.flatnonzero(np.isin(pairs.base, self.indices))
         self._perm_epoch = -1
         self._perm = self.indices
 

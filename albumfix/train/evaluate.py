@@ -176,7 +176,7 @@ def evaluate(config: EvalConfig) -> EvalReport:
     from albumfix.restore.precision import ieee_fp32
     from albumfix.train.dataset import evaluation_samples, load_cache
     from albumfix.train.checkpoints import resolve_device
-    from albumfix.train.inference_pairs import evaluation_pairs, inference_samples, load_pairs
+    from albumfix.train.inference_pairs import evaluation_pairs, load_pairs
 
     start = time.monotonic()
     torch.set_num_threads(config.threads)
@@ -184,8 +184,8 @@ def evaluate(config: EvalConfig) -> EvalReport:
     cache = load_cache(config.cache)
     if config.pairs:
         pairs = load_pairs(config.pairs, cache)
-        samples = inference_samples(cache, pairs, config.split, config.limit)
-        bases = pairs.base[evaluation_pairs(cache, pairs, config.split, config.limit)]
+        chosen = evaluation_pairs(cache, pairs, config.split, config.limit)
+        samples, bases = [pairs.sample(cache, int(i)) for i in chosen], pairs.base[chosen]
         degradation = f"inference pairs {Path(config.pairs).name}"
     else:
         samples = evaluation_samples(cache, config.split, config.limit, config.seed, config.degradation)

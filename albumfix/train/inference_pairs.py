@@ -43,7 +43,8 @@ import numpy as np
 from albumfix.atomic import atomic_write_bytes
 from albumfix.degrade import apply_photo_damage, sample_photo_damage
 from albumfix.train.dataset import (
-    TrainingCache, TrainingSample, encode_jpeg, read_rgb, load_cache, pack_jpegs, read_analysis_log,
+    TrainingCache, TrainingSample, decode_jpeg, encode_jpeg, load_cache, pack_jpegs, read_analysis_log, read_rgb,
+    unpack_jpegs,
 )
 
 PAIRS_VERSION = 1
@@ -72,11 +73,11 @@ class InferencePairs:
 
     def lq_crop(self, i: int) -> np.ndarray:
         """Input crop i: (S, S, 3) uint8 RGB."""
-        return _decode(self.lq, self.lq_offsets, i)
+        return decode_jpeg(self.lq, self.lq_offsets, i)
 
     def target_crop(self, i: int) -> np.ndarray:
         """Ground-truth crop i: (S, S, 3) uint8 RGB."""
-        return _decode(self.target, self.target_offsets, i)
+        return decode_jpeg(self.target, self.target_offsets, i)
 
     def of_split(self, cache: TrainingCache, split: str) -> np.ndarray:
         """Pair indices whose base crop is in `split` ("train" | "val") of `cache`."""
@@ -88,12 +89,6 @@ class InferencePairs:
         return TrainingSample(lq=self.lq_crop(i), ref=cache.crop(ref), target=self.target_crop(i),
                               lq_landmarks=self.lq_landmarks[i].astype(np.float32),
                               ref_landmarks=cache.landmarks[ref].astype(np.float32), tone=str(self.tone[i]))
-
-
-def _decode(data: np.ndarray, offsets: np.ndarray, i: int) -> np.ndarray:
-    import cv2
-
-    return cv2.imdecode(data[offsets[i]:offsets[i + 1]], cv2.IMREAD_COLOR)[..., ::-1].copy()
 
 
 @dataclass(frozen=True)
@@ -179,11 +174,6 @@ def _make_shard(tasks: list[tuple[int, int, str, list, list]]) -> _Made:
     return out
 
 
-def _unpack(data: np.ndarray, offsets: np.ndarray) -> list[np.ndarray]:
-    """Inverse of `pack_jpegs`: the list of encoded images."""
-    return [data[offsets[i]:offsets[i + 1]] for i in range(len(offsets) - 1)]
-
-
 def _save_shard(made: _Made, path: Path) -> None:
     buffer = io.BytesIO()
     empty = (np.zeros(0, np.uint8), np.zeros(1, np.int64))
@@ -199,7 +189,7 @@ def _save_shard(made: _Made, path: Path) -> None:
 
 def _load_shard(path: Path) -> _Made:
     with np.load(path, allow_pickle=False) as z:
-        return _Made(_unpack(z["lq"], z["lq_offsets"]), _unpack(z["target"], z["target_offsets"]),
+        return _Made(unpack_jpegs(z["lq"], z["lq_offsets"]), unpack_jpegs(z["target"], z["target_offsets"]),
                      list(z["lq_landmarks"]), list(z["truth_landmarks"]), z["base"].tolist(),
                      z["variant"].tolist(), z["tone"].tolist(), int(z["attempted"]))
 

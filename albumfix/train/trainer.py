@@ -446,8 +446,7 @@ def _train_on(device: torch.device, config: TrainConfig) -> TrainResult:
     say(f"training {config.model} on {device}: {len(cache.pairs('train'))} train pairs, "
         f"batch {config.batch_size}, steps {start_step} -> {config.steps}")
     pairs = load_pairs(config.pairs, cache) if config.pairs else None
-    stream = PairStream(cache, cache.pairs("train"), config.augment, config.seed,
-                        pairs, None if pairs is None else pairs.of_split(cache, "train"))
+    stream = PairStream(cache, cache.pairs("train"), config.augment, config.seed, pairs)
     end_step = config.steps if config.stop_after is None else min(config.steps, start_step + config.stop_after)
     if config.max_minutes is not None and state.wall_seconds >= config.max_minutes * 60:
         end_step = start_step
