@@ -193,13 +193,13 @@ def _verified_gate(p: FacePlan, candidates: list) -> float:
     """Identity gate for a verified face: its person passed the margin rule, so any of the
     person's faces may guide it, except those clearly farther than its nearest one (the margin
     again, face by face: a group of two look-alike siblings still guides each with their own)."""
+    from albumfix.people.exemplars import identity_distances
     from albumfix.people.verify import CALIBRATIONS
 
     if not candidates:
         return float("inf")
     cal = CALIBRATIONS.get(p.row.embedder, CALIBRATIONS["dlib"])
-    nearest = float(np.min(1.0 - np.stack([c.embedding for c in candidates]) @ p.row.embedding))
-    return nearest + cal.margin
+    return float(np.min(identity_distances(p.row.embedding, [c.embedding for c in candidates]))) + cal.margin
 
 
 def _choose(plans: dict[str, FacePlan], k: int) -> None:

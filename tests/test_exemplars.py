@@ -143,3 +143,20 @@ def test_choose_exemplars_filters_ranks_and_breaks_ties() -> None:
     for order in ([0, 1, 2], [2, 1, 0], [1, 2, 0]):
         picked = choose_exemplars(lq, [twins[i] for i in order], k=3)
         assert [c.face_id for c in picked] == ["a", "b", "c"]
+
+
+def test_a_gate_at_the_nearest_identity_distance_keeps_the_nearest_face() -> None:
+    """The plan gates a verified face at its nearest candidate's distance plus a margin; with no
+    margin the nearest must still pass (one formula for both, not a near-equal second one)."""
+    from albumfix.people.exemplars import identity_distances
+
+    rng = np.random.default_rng(9)
+    lq_lm = _face(rng)
+    lq = _candidate("lq", "photo-1", rng.normal(size=128), lq_lm)
+    cands = [_candidate(f"c{k}", f"photo-{k + 2}", rng.normal(size=128), lq_lm + rng.normal(size=(68, 2)))
+             for k in range(20)]
+    distances = identity_distances(lq.embedding, [c.embedding for c in cands])
+    nearest = int(np.argmin(distances))
+    chosen = choose_exemplars(lq, cands, k=5, identity_gate=float(distances[nearest]))
+    assert [c.face_id for c in chosen] == [cands[nearest].face_id]
+    assert chosen[0].identity_distance == distances[nearest]

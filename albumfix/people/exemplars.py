@@ -125,6 +125,14 @@ def weighted_affine_distance(lq: np.ndarray, ex: np.ndarray, w: np.ndarray) -> f
     return float(dist[0]) if single else dist
 
 
+def identity_distances(query: np.ndarray, candidates: Sequence[np.ndarray]) -> np.ndarray:
+    """Cosine distances of (D,) `query` to each (D,) candidate -> (K,) float64; row-wise sums, not
+    a matrix product, so each candidate's value does not depend on its position."""
+    q = np.asarray(query, dtype=np.float64)
+    emb = np.stack([np.asarray(c, dtype=np.float64) for c in candidates])
+    return 1.0 - np.sum(emb * q, axis=1) / np.sqrt(np.sum(emb**2, axis=1) * np.sum(q**2))
+
+
 def choose_exemplars(
     lq_face: ExemplarFace,
     candidates: Sequence[ExemplarFace],
@@ -144,10 +152,7 @@ def choose_exemplars(
     pool = [c for c in candidates if c.photo_id != lq_face.photo_id and c.face_id != lq_face.face_id]
     if not pool or k < 1:
         return []
-    lq_emb = np.asarray(lq_face.embedding, dtype=np.float64)
-    emb = np.stack([np.asarray(c.embedding, dtype=np.float64) for c in pool])
-    # row-wise sums, not a matrix product: each candidate's value must not depend on its position
-    identity = 1.0 - np.sum(emb * lq_emb, axis=1) / np.sqrt(np.sum(emb**2, axis=1) * np.sum(lq_emb**2))
+    identity = identity_distances(lq_face.embedding, [c.embedding for c in pool])
     ok = np.flatnonzero(identity <= gate)
     if ok.size == 0:
         return []
