@@ -288,7 +288,7 @@ class Pipeline:
     def _context(self, ix: AlbumIndex, others: list[AlbumFile]) -> dict[str, AlbumFile]:
         """content hash -> file, for the `others` whose hash the index holds (size and mtime
         unchanged) and whose analysis under the current settings succeeded; nothing is read."""
-        key, found = self._analysis_key(), {}
+        key, found = self._analysis_key, {}
         for f in others:
             digest = ix.cached_hash(f.relpath, f.size, f.mtime_ns)
             if digest and digest not in found and ix.analysis_done(digest, key) == ("ok", ""):
@@ -317,8 +317,15 @@ class Pipeline:
         return hashes
 
     # --- analyse -----------------------------------------------------------------------------
+    @cached_property
     def _analysis_key(self) -> str:
-        return f"{self.settings.key(*ANALYSIS_FIELDS)}-v{ANALYSIS_VERSION}"
+        """Valid while the analysis settings, ANALYSIS_VERSION and the identity network for
+        degraded faces (its bytes) are unchanged."""
+        from albumfix.faces.backends import identity_weights_path
+
+        identity = identity_weights_path()
+        tag = hashlib.blake2b(identity.read_bytes(), digest_size=6).hexdigest() if identity else "dlib"
+        return f"{self.settings.key(*ANALYSIS_FIELDS)}-v{ANALYSIS_VERSION}-id{tag}"
 
     def analyzer(self):
         """The face analyzer, created on first use (re-runs with nothing new never load it)."""
@@ -339,7 +346,7 @@ class Pipeline:
 
     def _analyse(self, ix: AlbumIndex, files: list[AlbumFile], hashes: dict[str, str],
                  reports: dict[str, PhotoReport]) -> None:
-        key = self._analysis_key()
+        key = self._analysis_key
         first_path = {}
         for f in files:
             if f.relpath in hashes:

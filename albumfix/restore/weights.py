@@ -25,14 +25,14 @@ import torch
 from torch import nn
 
 from albumfix.atomic import atomic_write_bytes
-from albumfix.paths import user_models_dir
+from albumfix.paths import SHIPPED_MODELS_DIR, find_model_file, user_models_dir
 from albumfix.restore.asffnet import ASFFNet
 from albumfix.restore.configs import ASFFNetConfig, get_config, list_configs
 
 FORMAT_TAG = "albumfix"
 SUFFIX = ".safetensors"
 TORCH_SUFFIXES = (".pth", ".pt")
-SHIPPED_DIR = Path(__file__).resolve().parents[1] / "weights"
+SHIPPED_DIR = SHIPPED_MODELS_DIR
 
 
 class WeightsError(RuntimeError):
@@ -278,11 +278,7 @@ def save_weights(
 
 def find_weights(config_name: str) -> Path | None:
     """The weights file for `config_name`: the user's import first, else the shipped one."""
-    for folder in (user_models_dir(), SHIPPED_DIR):
-        candidate = folder / f"{config_name}{SUFFIX}"
-        if candidate.is_file():
-            return candidate
-    return None
+    return find_model_file(f"{config_name}{SUFFIX}", SHIPPED_DIR)
 
 
 def _describe(path: Path, source: str) -> WeightsInfo:

@@ -156,6 +156,18 @@ def torch_hub_checkpoints() -> Path:
     return Path(os.path.expanduser(torch_home)) / "hub" / "checkpoints"
 
 
+IDENTITY_WEIGHTS_FILE = "albumfix-id-robust.safetensors"  # written by `albumfix train-identity`
+
+
+def identity_weights_path() -> Path | None:
+    """The fine-tuned identity network that embeds degraded faces (the user's copy in the models
+    folder first, else the shipped one), None when there is neither: dlib's own network then
+    embeds every face."""
+    from albumfix.paths import find_model_file
+
+    return find_model_file(IDENTITY_WEIGHTS_FILE)
+
+
 def _pick_faces(faces: str, models_dir: str | None, upsample: int, cnn_fallback: bool, device: str):
     """-> (detector, embedder, insightface pack or None) for a faces choice."""
     from albumfix.faces.backends import dlib_backend, insightface_backend
@@ -168,18 +180,15 @@ def _pick_faces(faces: str, models_dir: str | None, upsample: int, cnn_fallback:
                 raise
         else:
             return pack.detector(), pack.embedder(), pack
-    from albumfix.faces.backends.dlib_resnet import ROBUST_WEIGHTS_NAME, TorchDlibEmbedder
-    from albumfix.paths import user_models_dir
+    from albumfix.faces.backends.dlib_resnet import TorchDlibEmbedder
 
     # dlib's descriptors computed by albumfix's torch port of its network: the same vectors
     # (within 2e-6), 9 ms a face against dlib's 80 ms on 2 cores, where they were 85 % of a scan;
-    # degraded faces by a fine-tuned state of the same network when the models folder has one
-    # (none ships: the one trained here did not beat dlib's own, see albumfix/train/identity.py)
+    # degraded faces by the fine-tuned state of the same network (albumfix/train/identity.py)
     models = dlib_backend.DlibModels.load()
     detector = models.detector(upsample=upsample, cnn_fallback=cnn_fallback)
-    tuned = user_models_dir() / f"{ROBUST_WEIGHTS_NAME}.safetensors"
-    tuned = tuned if tuned.is_file() else None
-    return detector, TorchDlibEmbedder(device=torch_device_name(device), degraded_weights=tuned), None
+    embedder = TorchDlibEmbedder(device=torch_device_name(device), degraded_weights=identity_weights_path())
+    return detector, embedder, None
 
 
 def _pick_landmarker(landmarks: str, pack, models_dir: str | None, device: str) -> Landmarker:

@@ -600,9 +600,6 @@ class DlibResNet(nn.Module):
         return (descriptor, features) if return_features else descriptor
 
 
-ROBUST_WEIGHTS_NAME = "albumfix-id-robust"  # <user models dir>/albumfix-id-robust.safetensors (`albumfix train-identity`)
-
-
 def read_robust_weights(path: str | Path) -> dict[str, torch.Tensor]:
     """The float32 state dict of a fine-tuned `DlibResNet` saved by
     `albumfix.train.identity.train_robust_embedder` (safetensors, metadata format
@@ -696,7 +693,7 @@ class TorchDlibEmbedder:
     calibrations apply).
 
     degraded_weights: a fine-tuned state of the network (`read_robust_weights`; written by
-    `albumfix train-identity`, found as ROBUST_WEIGHTS_NAME in the user's models folder) that
+    `albumfix train-identity`; the scan's is `albumfix.faces.backends.identity_weights_path`) that
     embeds the *degraded* faces (no real fine detail: `albumfix.faces.quality.is_degraded`):
     it is trained to put a damaged face where
     dlib puts the same face sharp, so a blurred, faded or sepia face lands near its own person's
