@@ -25,7 +25,7 @@ help:
 	@echo "make dataset  build the training cache from $(DATA) (resumable)"
 	@echo "make pairs    training pairs made the way inference sees them, from $(CACHE) (~25 min, resumable)"
 	@echo "make train    train the shipped default weights (hours on CPU; see MODEL_CARD.md)"
-	@echo "make train-identity  fine-tune the identity network for damaged faces (~20 min on 2 cores)"
+	@echo "make train-identity  fine-tune the identity network for damaged faces (~12 min on 2 cores)"
 	@echo "make eval     evaluate the shipped weights on all held-out people (~10 min on 2 cores)"
 	@echo "make bench-albums  end-to-end album benchmark: whole damaged photos through albumfix restore"
 	@echo "make sample-album  rebuild sample_album/ from its public-domain sources"
@@ -68,7 +68,7 @@ train: $(STAMP)
 	$(VENV)/bin/albumfix train --config tools/albumfix-s128.toml cache=$(CACHE)
 
 train-identity: $(STAMP)
-	$(VENV)/bin/albumfix train-identity $(DATA)/celeba $(DATA)/lfw --set cache/identity-set.npz --out runs/identity/albumfix-id-robust.safetensors
+	$(VENV)/bin/albumfix train-identity $(DATA)/celeba $(DATA)/lfw --variants 4 --set cache/identity-set.npz --out runs/identity/albumfix-id-robust.safetensors
 
 eval: $(STAMP)
 	$(VENV)/bin/albumfix eval --cache $(CACHE) --out runs/eval-val.json --examples runs/eval-val.png

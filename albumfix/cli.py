@@ -534,8 +534,10 @@ def train_identity(
     out: Annotated[Path, typer.Option("--out", help="Identity weights to write (.safetensors); copy them into the models folder (see models list) to use them.")] = Path("runs/identity/albumfix-id-robust.safetensors"),
     set_path: Annotated[Path, typer.Option("--set", help="Chip set to build or reuse (.npz).")] = Path("cache/identity-set.npz"),
     variants: Annotated[int, typer.Option("--variants", min=1, help="Damaged copies per photo in a new set.")] = 3,
-    steps: Annotated[int, typer.Option("--steps", min=1)] = 900,
-    lr: Annotated[float, typer.Option("--lr")] = 1e-5,
+    steps: Annotated[Optional[int], typer.Option("--steps", min=1, help="[default: the recipe's]")] = None,
+    lr: Annotated[Optional[float], typer.Option("--lr", help="[default: the recipe's]")] = None,
+    tuned_stages: Annotated[Optional[int], typer.Option("--tuned-stages", min=0, max=5, help="Residual stages that learn, with the stem; the later ones stay dlib's [default: the recipe's].")] = None,
+    contrast_weight: Annotated[Optional[float], typer.Option("--contrast-weight", help="Weight of the gallery ranking term [default: the recipe's].")] = None,
     jobs: Annotated[int, typer.Option("--jobs", min=1, help="Processes building the set.")] = 2,
 ) -> None:
     """Fine-tune dlib's identity network so damaged faces embed where their sharp photos do
@@ -544,7 +546,10 @@ def train_identity(
     from albumfix.train.identity import IdentityTraining, build_identity_set, train_robust_embedder
 
     data = build_identity_set(roots, set_path, variants=variants, jobs=jobs, say=typer.echo)
-    record = train_robust_embedder(data, out, IdentityTraining(steps=steps, lr=lr), say=typer.echo)
+    chosen = {"steps": steps, "lr": lr, "tuned_stages": tuned_stages,
+              "contrast_weight": contrast_weight}
+    cfg = IdentityTraining(**{k: v for k, v in chosen.items() if v is not None})
+    record = train_robust_embedder(data, out, cfg, say=typer.echo)
     typer.echo(json.dumps({k: record[k] for k in ("steps", "best_step", "seconds", "before", "best")}, indent=2))
 
 

@@ -121,3 +121,23 @@ def test_identity_weights_of_another_kind_are_refused(tmp_path):
     (tmp_path / "junk.safetensors").write_bytes(b"not a safetensors file")
     with pytest.raises(BackendUnavailable, match="unreadable"):
         read_robust_weights(tmp_path / "junk.safetensors")
+
+
+
+def test_only_the_tuned_stages_learn(tmp_path):
+    import torch
+
+    from albumfix.faces.backends.dlib_resnet import load_dlib_resnet, read_robust_weights
+    from albumfix.train.identity import IdentityTraining, train_robust_embedder
+
+    data, _ = _tiny_set()
+    out = tmp_path / "id.safetensors"
+    cfg = IdentityTraining(steps=8, batch=2, lr=2e-4, warmup=1, eval_every=8, tuned_stages=1)
+    record = train_robust_embedder(data, out, cfg, say=lambda _m: None)
+    assert record["best_step"] == 8, record  # the trained student was kept, not dlib's own
+    assert record["best"]["own_distance"] < record["before"]["own_distance"]
+    tuned = read_robust_weights(out)
+    dlib = {k: v.half().float() for k, v in load_dlib_resnet().named_parameters()}  # stored as fp16
+    changed = {".".join(k.split(".")[:2 if k.startswith("stages") else 1])
+               for k in dlib if not torch.equal(tuned[k], dlib[k])}
+    assert changed == {"stem", "stages.0"}, changed
