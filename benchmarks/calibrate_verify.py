@@ -16,6 +16,7 @@ person, damaged faces used as exemplars, and pairwise grouping precision / recal
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import shutil
 import tempfile
@@ -37,8 +38,8 @@ class _Quiet:
         pass
 
 
-def score_plan(work: Path, gate: float, margin: float) -> dict:
-    """The plan's figures on the benchmark album `work` with the rule at (gate, margin)."""
+def score_plan(work: Path, gate: float, margin: float, ratio: float = 1.0) -> dict:
+    """The plan's figures on the benchmark album `work` with the rule at (gate, margin, ratio)."""
     photos = load_manifest(work)
     scan = json.loads((work / "scan.json").read_text())
     matched = match_faces(photos, scan)
@@ -46,7 +47,7 @@ def score_plan(work: Path, gate: float, margin: float) -> dict:
     truth = {face["id"]: person[key] for key, face in matched.items()}
     damaged = {face["id"] for (path, _), face in matched.items() if any(p.path == path and p.family for p in photos)}
     saved = verify.CALIBRATIONS["dlib"]
-    verify.CALIBRATIONS["dlib"] = replace(saved, gate=gate, margin=margin)
+    verify.CALIBRATIONS["dlib"] = replace(saved, gate=gate, margin=margin, ratio=ratio)
     try:
         with tempfile.TemporaryDirectory() as tmp:
             shutil.copyfile(work / "out-scan" / ".albumfix" / "index.sqlite", Path(tmp) / "index.sqlite")
@@ -59,7 +60,7 @@ def score_plan(work: Path, gate: float, margin: float) -> dict:
     used = {c.face_id for f in plan.faces.values() for c in f.exemplars[:1]}
     labels = {fid: plan.faces[fid].person for fid in truth if fid in plan.faces and plan.faces[fid].person}
     precision, recall = _pairwise(labels, {fid: truth[fid] for fid in labels})
-    return {"gate": gate, "margin": margin, "damaged": len(damaged), "guided": len(guided), "right": right,
+    return {"gate": gate, "margin": margin, "ratio": ratio, "damaged": len(damaged), "guided": len(guided), "right": right,
             "damaged_exemplars": len(used & damaged), "precision": precision, "recall": recall}
 
 
@@ -68,14 +69,15 @@ def main() -> None:
     parser.add_argument("work", type=Path, help="benchmark folder with album/, manifest.json, scan.json, out-scan/")
     parser.add_argument("--gates", default="0.10,0.12,0.15")
     parser.add_argument("--margins", default="0.005,0.01,0.015,0.02,0.03")
+    parser.add_argument("--ratios", default="1.0")
     args = parser.parse_args()
-    print(f"{'gate':>5} {'margin':>6} {'guided':>9} {'right':>6} {'dmg-ex':>6} {'group P':>8} {'group R':>8}")
-    for gate in map(float, args.gates.split(",")):
-        for margin in map(float, args.margins.split(",")):
-            r = score_plan(args.work, gate, margin)
-            print(f"{gate:>5.3f} {margin:>6.3f} {r['guided']:>4}/{r['damaged']:<4} "
-                  f"{r['right'] / max(r['guided'], 1):>6.1%} {r['damaged_exemplars']:>6} "
-                  f"{r['precision']:>8.3f} {r['recall']:>8.3f}")
+    print(f"{'gate':>5} {'margin':>6} {'ratio':>5} {'guided':>9} {'right':>6} {'dmg-ex':>6} {'group P':>8} {'group R':>8}")
+    grid = itertools.product(*(map(float, a.split(",")) for a in (args.gates, args.margins, args.ratios)))
+    for gate, margin, ratio in grid:
+        r = score_plan(args.work, gate, margin, ratio)
+        print(f"{gate:>5.3f} {margin:>6.3f} {ratio:>5.2f} {r['guided']:>4}/{r['damaged']:<4} "
+              f"{r['right'] / max(r['guided'], 1):>6.1%} {r['damaged_exemplars']:>6} "
+              f"{r['precision']:>8.3f} {r['recall']:>8.3f}")
 
 
 if __name__ == "__main__":

@@ -141,3 +141,34 @@ def test_only_the_tuned_stages_learn(tmp_path):
     changed = {".".join(k.split(".")[:2 if k.startswith("stages") else 1])
                for k in dlib if not torch.equal(tuned[k], dlib[k])}
     assert changed == {"stem", "stages.0"}, changed
+
+
+def test_the_shipped_identity_network_brings_damaged_faces_nearer_their_sharp_descriptor(tmp_path, monkeypatch):
+    """The scan's default: the shipped fine-tuned network (no user copy) embeds damaged faces
+    of the sample album nearer the sharp photo's dlib descriptor than dlib's own network does."""
+    from albumfix.degrade import apply_photo_damage, sample_photo_damage
+    from albumfix.faces.backends import create_analyzer, identity_weights_path
+    from albumfix.faces.backends.dlib_resnet import embed_chips, face_chips
+    from albumfix.paths import SHIPPED_MODELS_DIR
+
+    monkeypatch.setenv("ALBUMFIX_HOME", str(tmp_path / "home"))
+    shipped = identity_weights_path()
+    assert shipped == SHIPPED_MODELS_DIR / "albumfix-id-robust.safetensors"
+    analyzer = create_analyzer("dlib", "dlib", device="cpu")
+    assert analyzer.embedding_part.degraded_weights == shipped
+
+    def unit(x):
+        return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+    gains = []
+    for name in ("oval office", "podium"):
+        rgb = _sample_rgb(name)
+        face = max(analyzer.analyse(rgb), key=lambda f: (f.box[2] - f.box[0]))
+        sharp = unit(embed_chips(face_chips(rgb, [face.landmarks])))
+        for seed in range(4):
+            worse, _ = apply_photo_damage(rgb, sample_photo_damage(np.random.default_rng(seed), "training"))
+            chip = face_chips(worse, [face.landmarks])
+            dlib_d = 1 - float((unit(embed_chips(chip)) @ sharp[0])[0])
+            tuned_d = 1 - float((unit(embed_chips(chip, weights=shipped)) @ sharp[0])[0])
+            gains.append(dlib_d - tuned_d)
+    assert np.mean(gains) > 0 and np.mean(np.array(gains) > 0) >= 0.5, gains

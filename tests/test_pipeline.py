@@ -175,3 +175,31 @@ def test_overwrite_policy_for_files_albumfix_did_not_write(album_copy, analysed_
     else:
         assert foreign.read_bytes() == b"someone else's file"
         assert status.status == "skipped" and "not written by albumfix" in status.reason
+
+
+def test_other_identity_weights_redo_the_analysis(album_copy, analysed_index, random_weights, tmp_path, monkeypatch):
+    """Degraded faces' embeddings come from the identity network: a different file in the
+    user's models folder makes every photo analysed again; the same file again does not."""
+    from safetensors.torch import save_file
+
+    from albumfix.faces.backends import IDENTITY_WEIGHTS_FILE, identity_weights_path
+    from albumfix.faces.backends.dlib_resnet import read_robust_weights
+
+    monkeypatch.setenv("ALBUMFIX_HOME", str(tmp_path / "home"))
+    out = seeded_output(analysed_index, tmp_path / "out")
+    analysed = []
+    real_analyse = Pipeline._analyse_one
+    monkeypatch.setattr(Pipeline, "_analyse_one",
+                        lambda self, ix, digest, f, key: analysed.append(f.relpath) or real_analyse(self, ix, digest, f, key))
+    Pipeline(album_copy, _settings(out, random_weights)).run()
+    assert analysed == []  # the session's scan used the shipped identity weights too
+    state = read_robust_weights(identity_weights_path())
+    state["stem.0.weight"] = state["stem.0.weight"] * 1.01
+    models = tmp_path / "home" / "models"
+    models.mkdir(parents=True)
+    save_file(state, str(models / IDENTITY_WEIGHTS_FILE), metadata={"format": "albumfix-identity"})
+    Pipeline(album_copy, _settings(out, random_weights)).run()
+    assert sorted(analysed) == sorted(str(p.relative_to(album_copy)) for p in album_copy.rglob("*.*"))
+    analysed.clear()
+    Pipeline(album_copy, _settings(out, random_weights)).run()
+    assert analysed == []

@@ -40,6 +40,20 @@ def test_two_people_about_as_near_are_refused():
     assert v.person is None and "about as near" in v.reason
 
 
+def test_a_margin_small_for_the_distance_fails_the_ratio_test():
+    cal = CALIBRATIONS["dlib"]
+    d_a = cal.gate - 0.005
+    d_b = d_a * cal.ratio - 0.001  # just short of the ratio, though wider than the margin
+    assert cal.ratio > 1 and d_b - d_a > cal.margin
+    rng = np.random.default_rng(7)
+    query, faces, photos, people = _album(rng, d_a, d_b)
+    (v,) = verify_people(query[None], ["q"], faces, photos, people)
+    assert v.person is None and "ratio" in v.reason
+    query, faces, photos, people = _album(rng, d_a, d_a * cal.ratio + 0.002)
+    (v,) = verify_people(query[None], ["q"], faces, photos, people)
+    assert v.person == "A"
+
+
 def test_a_person_beyond_the_gate_is_refused_even_when_alone():
     cal = CALIBRATIONS["dlib"]
     rng = np.random.default_rng(2)
