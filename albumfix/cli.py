@@ -542,7 +542,7 @@ def train_identity(
 ) -> None:
     """Fine-tune dlib's identity network so damaged faces embed where their sharp photos do
     (albumfix.train.identity). scan uses the result for degraded faces once it is in the models
-    folder as albumfix-id-robust.safetensors (none ships: see the module's measurements)."""
+    folder as albumfix-id-robust.safetensors, in place of the shipped one."""
     from albumfix.train.identity import IdentityTraining, build_identity_set, train_robust_embedder
 
     data = build_identity_set(roots, set_path, variants=variants, jobs=jobs, say=typer.echo)

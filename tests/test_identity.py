@@ -68,6 +68,7 @@ def _tiny_set():
 
 
 def test_distillation_pulls_the_damaged_face_onto_its_sharp_descriptor(tmp_path, monkeypatch):
+    from albumfix.faces.backends import unit_rows
     from albumfix.faces.backends.dlib_resnet import TorchDlibEmbedder, embed_chips, face_chips
     from albumfix.train.identity import IdentityTraining, train_robust_embedder
 
@@ -78,12 +79,9 @@ def test_distillation_pulls_the_damaged_face_onto_its_sharp_descriptor(tmp_path,
     assert record["steps"] == 12 and record["train_faces"] == 1 and record["validation_faces"] == 2
     assert len(record["history"]) == 3
 
-    def unit(x):
-        return x / np.linalg.norm(x, axis=1, keepdims=True)
-
-    target = unit(embed_chips(data.clean[:1]))
-    before = 1 - float((unit(embed_chips(data.damaged[0])) * target).sum())
-    after = 1 - float((unit(embed_chips(data.damaged[0], weights=out)) * target).sum())
+    target = unit_rows(embed_chips(data.clean[:1]))
+    before = 1 - float((unit_rows(embed_chips(data.damaged[0])) * target).sum())
+    after = 1 - float((unit_rows(embed_chips(data.damaged[0], weights=out)) * target).sum())
     assert after < 0.5 * before, (before, after)
     # the scan's embedder: the tuned network for a degraded face, dlib's own for a sharp one
     from albumfix.faces.backends import create_analyzer
@@ -95,7 +93,7 @@ def test_distillation_pulls_the_damaged_face_onto_its_sharp_descriptor(tmp_path,
     for rgb, weights in ((sharp, None), (damaged, out)):
         chip = face_chips(rgb, [landmarks])
         vector = embedder.embed(rgb, box, [landmarks])[0]
-        assert np.allclose(vector, unit(embed_chips(chip, weights=weights))[0], atol=1e-6)
+        assert np.allclose(vector, unit_rows(embed_chips(chip, weights=weights))[0], atol=1e-6)
 
     # the scan uses identity weights found in the user's models folder
     models = tmp_path / "home" / "models"
@@ -147,7 +145,7 @@ def test_the_shipped_identity_network_brings_damaged_faces_nearer_their_sharp_de
     """The scan's default: the shipped fine-tuned network (no user copy) embeds damaged faces
     of the sample album nearer the sharp photo's dlib descriptor than dlib's own network does."""
     from albumfix.degrade import apply_photo_damage, sample_photo_damage
-    from albumfix.faces.backends import create_analyzer, identity_weights_path
+    from albumfix.faces.backends import create_analyzer, identity_weights_path, unit_rows
     from albumfix.faces.backends.dlib_resnet import embed_chips, face_chips
     from albumfix.paths import SHIPPED_MODELS_DIR
 
@@ -157,18 +155,15 @@ def test_the_shipped_identity_network_brings_damaged_faces_nearer_their_sharp_de
     analyzer = create_analyzer("dlib", "dlib", device="cpu")
     assert analyzer.embedding_part.degraded_weights == shipped
 
-    def unit(x):
-        return x / np.linalg.norm(x, axis=1, keepdims=True)
-
     gains = []
     for name in ("oval office", "podium"):
         rgb = _sample_rgb(name)
         face = max(analyzer.analyse(rgb), key=lambda f: (f.box[2] - f.box[0]))
-        sharp = unit(embed_chips(face_chips(rgb, [face.landmarks])))
+        sharp = unit_rows(embed_chips(face_chips(rgb, [face.landmarks])))
         for seed in range(4):
             worse, _ = apply_photo_damage(rgb, sample_photo_damage(np.random.default_rng(seed), "training"))
             chip = face_chips(worse, [face.landmarks])
-            dlib_d = 1 - float((unit(embed_chips(chip)) @ sharp[0])[0])
-            tuned_d = 1 - float((unit(embed_chips(chip, weights=shipped)) @ sharp[0])[0])
+            dlib_d = 1 - float((unit_rows(embed_chips(chip)) @ sharp[0])[0])
+            tuned_d = 1 - float((unit_rows(embed_chips(chip, weights=shipped)) @ sharp[0])[0])
             gains.append(dlib_d - tuned_d)
     assert np.mean(gains) > 0 and np.mean(np.array(gains) > 0) >= 0.5, gains
