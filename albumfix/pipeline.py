@@ -44,9 +44,13 @@ log = logging.getLogger("albumfix")
 
 INDEX_DIR = ".albumfix"
 ANALYSIS_FIELDS = ("faces", "landmarks", "models_dir", "upsample", "cnn_fallback", "max_megapixels")
-ANALYSIS_VERSION = 3  # bump when what analysis computes changes (2: edge detail, equalised HOG retry;
-# 3: denoised HOG retry, a second search in damaged photos)
+ANALYSIS_VERSION = 4  # bump when what analysis computes changes (2: edge detail, equalised HOG retry;
+# 3: denoised HOG retry, a second search in damaged photos; 4: resolution ladders of sharp faces)
 RESTORE_FIELDS = ("model", "weights", "strength", "precision", "guard")
+# Analysis embeds the faces of up to this many photos (decoded pixels: bytes) in one batch: dlib's
+# torch network runs about 4x faster per face at batch 24 than at 1 on a CPU.
+EMBED_BATCH_PHOTOS = 8
+EMBED_BATCH_BYTES = 48_000_000
 
 
 class Progress(Protocol):
@@ -62,6 +66,19 @@ class _NoProgress:
 
     def advance(self, n: int = 1) -> None:
         pass
+
+
+@dataclass
+class _Located:
+    """A photo analysed up to its identity embeddings (`Pipeline._locate`): size (width,
+    height) px; rgb (H, W, 3) uint8; faces located (no embedding yet) and their FaceQuality."""
+
+    digest: str
+    relpath: str
+    size: tuple[int, int]
+    rgb: np.ndarray
+    faces: list
+    qualities: list
 
 
 @dataclass
@@ -354,44 +371,68 @@ class Pipeline:
         todo = [h for h in first_path if ix.analysis_done(h, key) is None]
         errors: dict[str, str] = {}  # digest -> reason, not stored: a later albumfix may succeed
         self.progress.stage("analyse", len(todo))
+        pending: list[_Located] = []
         for digest in todo:
             if self.stop.requested:
                 break
             try:
-                self._analyse_one(ix, digest, first_path[digest], key)
+                located = self._locate(ix, digest, first_path[digest], key)
             except Exception as exc:
                 errors[digest] = self._photo_error(exc, "analysis failed")
-            self.progress.advance()
+                located = None
+            if located is None:
+                self.progress.advance()
+                continue
+            pending.append(located)
+            if len(pending) >= EMBED_BATCH_PHOTOS or sum(p.rgb.size for p in pending) >= EMBED_BATCH_BYTES:
+                self._embed_and_store(ix, pending, key, errors)
+                pending = []
+        self._embed_and_store(ix, pending, key, errors)
         for relpath, digest in hashes.items():
             status, reason = ("failed", errors[digest]) if digest in errors else ix.analysis_done(digest, key) or ("", "")
             if status == "failed":
                 self._fail(reports[relpath], reason)
 
-    def _analyse_one(self, ix: AlbumIndex, digest: str, f: AlbumFile, key: str) -> None:
+    def _locate(self, ix: AlbumIndex, digest: str, f: AlbumFile, key: str) -> "_Located | None":
+        """Decode one photo, find its faces and their landmarks and judge them; None when it
+        does not decode (stored as failed)."""
         from albumfix.faces.quality import assess_face, lacks_detail
 
         try:
             photo = imageio.decode(f.path)
         except imageio.ImageDecodeError as exc:
             ix.store_analysis(digest, key, None, "failed", str(exc), [])
-            return
+            return None
         rgb = photo.rgb8()
-        faces = self.analyzer().analyse(rgb)
+        faces = self.analyzer().locate(rgb)
         qualities = [assess_face(rgb, face) for face in faces]
         if any(lacks_detail(q.detail) for q in qualities):  # a damaged photo: look again for hidden faces
             more = self.analyzer().search_more(rgb, faces)
             faces, qualities = faces + more, qualities + [assess_face(rgb, face) for face in more]
-        rows = []
-        for idx, (face, quality) in enumerate(zip(faces, qualities)):
-            rows.append(FaceRow(
-                face_id=f"{digest[:16]}-{idx}", content_hash=digest, idx=idx,
-                box=tuple(float(v) for v in face.box), score=float(face.score),
-                landmarks=np.asarray(face.landmarks, np.float32),
-                embedding=None if face.embedding is None else np.asarray(face.embedding, np.float32),
-                embedder=face.embedder, quality=_jsonable(quality.__dict__),
-            ))
-        log.debug("%s: %d faces", f.relpath, len(rows))
-        ix.store_analysis(digest, key, (photo.width, photo.height), "ok", "", rows)
+        return _Located(digest, f.relpath, (photo.width, photo.height), rgb, faces, qualities)
+
+    def _embed_and_store(self, ix: AlbumIndex, pending: list["_Located"], key: str, errors: dict[str, str]) -> None:
+        """Embed the faces of located photos in one batch, then store each photo's analysis;
+        when the batch fails, each photo alone, so one bad photo fails only itself."""
+        try:
+            described = self.analyzer().describe([(p.rgb, p.faces) for p in pending]) if pending else []
+        except Exception:
+            described = None
+        for k, p in enumerate(pending):
+            try:
+                faces = described[k] if described is not None else self.analyzer().describe([(p.rgb, p.faces)])[0]
+                rows = [FaceRow(
+                    face_id=f"{p.digest[:16]}-{idx}", content_hash=p.digest, idx=idx,
+                    box=tuple(float(v) for v in face.box), score=float(face.score),
+                    landmarks=np.asarray(face.landmarks, np.float32),
+                    embedding=None if face.embedding is None else np.asarray(face.embedding, np.float32),
+                    embedder=face.embedder, quality=_jsonable(quality.__dict__), ladder=face.ladder,
+                ) for idx, (face, quality) in enumerate(zip(faces, p.qualities))]
+                log.debug("%s: %d faces", p.relpath, len(rows))
+                ix.store_analysis(p.digest, key, p.size, "ok", "", rows)
+            except Exception as exc:
+                errors[p.digest] = self._photo_error(exc, "analysis failed")
+            self.progress.advance()
 
     # --- group + choose ------------------------------------------------------------------------
     def _plan(self, ix: AlbumIndex, faces: list[FaceRow]) -> "Plan":

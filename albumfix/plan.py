@@ -184,9 +184,21 @@ def _verify_each(queries: list[FacePlan], members: list[FacePlan], space: str) -
     (detail, iod), (q_detail, q_iod) = measures(members), measures(queries)
     usable = np.array([m.exemplar_eligible for m in members])
     allowed = usable[None, :] & better_than(detail[None, :], iod[None, :], q_detail[:, None], q_iod[:, None])
+    views = [identity_views(m.row) for m in members]
+    width = max(len(v) for v in views)  # pad with the embedding again: a repeated view changes no minimum
+    padded = np.stack([np.concatenate([v, np.repeat(v[:1], width - len(v), axis=0)]) for v in views])
     return verify_people(np.stack([q.row.embedding for q in queries]), [q.row.content_hash for q in queries],
-                         np.stack([m.row.embedding for m in members]), [m.row.content_hash for m in members],
+                         padded, [m.row.content_hash for m in members],
                          [m.person for m in members], space=space, allowed=allowed)
+
+
+def identity_views(row: FaceRow) -> np.ndarray:
+    """(V, D) float32: the face's embedding, then its resolution ladder when it has one of the
+    same width (a degraded face is compared with each view: albumfix.people.verify)."""
+    emb = np.asarray(row.embedding, np.float32)[None]
+    if row.ladder is None or row.ladder.ndim != 2 or row.ladder.shape[1] != emb.shape[1]:
+        return emb
+    return np.concatenate([emb, row.ladder.astype(np.float32)])
 
 
 def _verified_gate(p: FacePlan, candidates: list) -> float:
@@ -208,8 +220,9 @@ def _choose(plans: dict[str, FacePlan], k: int) -> None:
 
     Identity: a face whose person the user confirmed takes the person's faces as they are; a
     face whose person passed the album-wide margin rule (`_verify`) takes those within the margin
-    of its nearest one (`_verified_gate`); any other face keeps the strict per-exemplar identity
-    gate, which guards automatic grouping against someone else's face."""
+    of its nearest one (`_verified_gate`, by the same `identity_views` as the rule); any other
+    face keeps the strict per-exemplar identity gate on the embeddings, which guards automatic
+    grouping against someone else's face."""
     from albumfix.faces.quality import FaceQuality, clearly_better
     from albumfix.people.exemplars import ExemplarFace, choose_exemplars
 
@@ -218,8 +231,9 @@ def _choose(plans: dict[str, FacePlan], k: int) -> None:
         if p.person is not None and p.exemplar_eligible:
             by_person.setdefault(p.person, []).append(p)
 
-    def as_exemplar(p: FacePlan) -> ExemplarFace:
-        return ExemplarFace(p.row.face_id, p.row.content_hash, p.row.embedding,
+    def as_exemplar(p: FacePlan, views: bool = False) -> ExemplarFace:
+        """views: compare by `identity_views` (for a verified, hence degraded, face)."""
+        return ExemplarFace(p.row.face_id, p.row.content_hash, identity_views(p.row) if views else p.row.embedding,
                             np.asarray(p.row.landmarks, np.float32))
 
     for p in plans.values():
@@ -229,7 +243,7 @@ def _choose(plans: dict[str, FacePlan], k: int) -> None:
             p.reason = f"{p.reason}; restored without guidance (--exemplars 0)"
             continue
         mine = FaceQuality(**p.row.quality)
-        candidates = [as_exemplar(c) for c in by_person.get(p.person, [])
+        candidates = [as_exemplar(c, views=p.verified) for c in by_person.get(p.person, [])
                       if c is not p and clearly_better(FaceQuality(**c.row.quality), mine)] if p.person else []
         gate = float("inf") if p.confirmed else _verified_gate(p, candidates) if p.verified else None
         p.exemplars = choose_exemplars(as_exemplar(p), candidates, k=k, identity_gate=gate,

@@ -86,7 +86,9 @@ def test_dlib_search_finds_the_face_a_damaged_photo_hid_from_the_first_pass(dlib
     assert len(faces) == 1 and faces[0].box[2] <= split_x and lacks_detail(assess_face(photo, faces[0]).detail)
     more = dlib_analyzer.search_more(photo, faces)
     assert len(more) == 1 and more[0].box[0] >= split_x - 10 and more[0].landmarks.shape == (68, 2)
-    assert more[0].embedding.shape == (128,)
+    assert more[0].embedding is None  # located only; `describe` embeds
+    (described,) = dlib_analyzer.describe([(photo, more)])
+    assert described[0].embedding.shape == (128,) and described[0].box == more[0].box
     assert dlib_analyzer.search_more(photo, faces + more) == []  # nothing found twice
 
 

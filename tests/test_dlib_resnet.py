@@ -225,3 +225,25 @@ def test_torch_embedder_gives_dlib_embedders_unit_vectors(dlib_models, album_fac
     assert np.abs(np.array(ours) - np.array(theirs)).max() <= TOLERANCE
     assert np.allclose(np.linalg.norm(ours, axis=1), 1.0, atol=1e-6)
     assert torch_embedder.embed(rgb, [], []) == []
+
+
+def test_embedding_several_photos_in_one_batch_equals_one_photo_at_a_time(album_faces):
+    """The scan embeds the faces of several photos together: the same vectors as photo by photo
+    (to float rounding), and the sharp faces' resolution ladders only with a degraded-face network."""
+    from albumfix.faces.backends import identity_weights_path
+    from albumfix.faces.backends.dlib_resnet import LADDER_SCALES
+
+    for embedder in (TorchDlibEmbedder(), TorchDlibEmbedder(degraded_weights=identity_weights_path())):
+        together = embedder.embed_many(album_faces)
+        assert [len(v) for v, _ in together] == [len(b) for _, b, _ in album_faces]
+        for (rgb, boxes, landmarks), (vectors, ladders) in zip(album_faces, together):
+            (alone, alone_ladders), = embedder.embed_many([(rgb, boxes, landmarks)])
+            assert np.abs(np.array(vectors) - np.array(alone)).max() <= TOLERANCE
+            for a, b in zip(ladders, alone_ladders):
+                assert (a is None) == (b is None) and (a is None or np.abs(a - b).max() <= TOLERANCE)
+        ladders = [r for _, rs in together for r in rs]
+        if embedder.degraded_weights is None:
+            assert all(r is None for r in ladders)
+        else:
+            assert any(r is not None and r.shape == (len(LADDER_SCALES), 128) for r in ladders)
+    assert TorchDlibEmbedder().embed_many([]) == []

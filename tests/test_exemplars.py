@@ -160,3 +160,26 @@ def test_a_gate_at_the_nearest_identity_distance_keeps_the_nearest_face() -> Non
     chosen = choose_exemplars(lq, cands, k=5, identity_gate=float(distances[nearest]))
     assert [c.face_id for c in chosen] == [cands[nearest].face_id]
     assert chosen[0].identity_distance == distances[nearest]
+
+
+def test_a_candidate_given_as_views_counts_at_its_nearest_view() -> None:
+    """Candidates may carry (V, D) views (a verified face compares with a sharp face's
+    resolution ladder): the gate and the reported distance use the nearest view."""
+    from albumfix.people.exemplars import identity_distances
+
+    rng = np.random.default_rng(12)
+    lq_lm = _face(rng)
+    query = rng.normal(size=128)
+    lq = _candidate("lq", "photo-1", query, lq_lm)
+    far = rng.normal(size=128)
+    near = query + 0.1 * rng.normal(size=128)
+    plain = _candidate("a", "photo-2", far, lq_lm)
+    viewed = _candidate("a", "photo-2", np.stack([far, near]), lq_lm)
+    d_far, d_near = identity_distances(query, [far, near])
+    assert d_near < 0.05 < d_far
+    assert identity_distances(query, [np.stack([far, near]), far]).tolist() == [d_near, d_far]
+    assert choose_exemplars(lq, [plain], identity_gate=0.05) == []
+    (chosen,) = choose_exemplars(lq, [viewed], identity_gate=0.05)
+    assert chosen.face_id == "a"
+    assert chosen.identity_distance == identity_distances(lq.embedding, [viewed.embedding])[0]
+    assert abs(chosen.identity_distance - d_near) < 1e-6

@@ -9,6 +9,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from albumfix.faces.backends.dlib_backend import DlibModels
@@ -98,28 +99,45 @@ def test_odd_and_broken_files_never_stop_a_run(album_copy, random_weights, tmp_p
             assert Image.open(out / photo["output"]).size  # a complete, readable output
 
 
+def _raise_like_dlib() -> None:
+    raise RuntimeError("\n\nError detected at line 623.\nError detected in file ../../dlib/cuda/tensor.h.\n"
+                       "Error detected in function dlib::alias_tensor_instance dlib::alias_tensor::operator()"
+                       "(dlib::tensor&, size_t) const.\n\nFailing expression was offset+size() <= t.size().\n")
+
+
 class RaisingOnTinyImages:
     """The real analyzer, raising as dlib 20.0's CNN does on images under 10 px (before albumfix
-    stopped running it there): a stand-in for any backend error on one photo."""
+    stopped running it there): a stand-in for any backend error on one photo. stage: "locate"
+    (finding its faces) or "describe" (embedding the faces of a batch of photos that holds it)."""
 
-    def __init__(self, real):
+    def __init__(self, real, stage: str = "locate"):
         self.real = real
+        self.stage = stage
 
-    def analyse(self, rgb: np.ndarray):
-        if min(rgb.shape[:2]) < 10:
-            raise RuntimeError("\n\nError detected at line 623.\nError detected in file ../../dlib/cuda/tensor.h.\n"
-                               "Error detected in function dlib::alias_tensor_instance dlib::alias_tensor::operator()"
-                               "(dlib::tensor&, size_t) const.\n\nFailing expression was offset+size() <= t.size().\n")
-        return self.real.analyse(rgb)
+    def locate(self, rgb: np.ndarray):
+        if self.stage == "locate" and min(rgb.shape[:2]) < 10:
+            _raise_like_dlib()
+        return self.real.locate(rgb)
+
+    def describe(self, photos):
+        if self.stage == "describe" and any(min(rgb.shape[:2]) < 10 for rgb, _ in photos):
+            _raise_like_dlib()
+        return self.real.describe(photos)
+
+    def __getattr__(self, name: str):  # search_more and the rest: the real analyzer's
+        return getattr(self.real, name)
 
 
-def test_a_photo_whose_analysis_raises_fails_alone(album_copy, analysed_index, tmp_path):
+@pytest.mark.parametrize("stage", ["locate", "describe"])
+def test_a_photo_whose_analysis_raises_fails_alone(album_copy, tmp_path, stage):
+    """Also when the error comes from embedding a batch of photos: the others of its batch are
+    embedded again without it."""
     album = tmp_path / "album"
     shutil.copytree(album_copy, album)
     Image.new("RGB", (6, 6), (120, 90, 60)).save(album / "six.jpg")
-    out = seeded_output(analysed_index, tmp_path / "out")
+    out = tmp_path / "out"  # no index yet: every photo is analysed, in batches with six.jpg
     pipeline = Pipeline(album, Settings(output=out, restore="none"))
-    pipeline._analyzer = RaisingOnTinyImages(pipeline.analyzer())
+    pipeline._analyzer = RaisingOnTinyImages(pipeline.analyzer(), stage)
     data = pipeline.run().to_json()
     by_path = {p["path"]: p for p in data["photos"]}
     assert by_path["six.jpg"]["status"] == "failed"

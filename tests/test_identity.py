@@ -167,3 +167,32 @@ def test_the_shipped_identity_network_brings_damaged_faces_nearer_their_sharp_de
             tuned_d = 1 - float((unit_rows(embed_chips(chip, weights=shipped)) @ sharp[0])[0])
             gains.append(dlib_d - tuned_d)
     assert np.mean(gains) > 0 and np.mean(np.array(gains) > 0) >= 0.5, gains
+
+
+def test_a_sharp_faces_resolution_ladder_meets_its_damaged_copies(tmp_path, monkeypatch):
+    """The scan stores, for each sharp face, the shipped network's descriptors of it seen at lower
+    resolutions (unit rows, one per LADDER_SCALES; none for a degraded face). Damaged copies of
+    the sample album's faces, embedded as the scan embeds degraded faces, lie nearer the nearest
+    rung of their own ladder than their own sharp descriptor, in every damage family."""
+    from albumfix.degrade import PHOTO_FAMILIES, apply_photo_damage, sample_photo_damage
+    from albumfix.faces.backends import create_analyzer, identity_weights_path, unit_rows
+    from albumfix.faces.backends.dlib_resnet import LADDER_SCALES, embed_chips, face_chips
+    from albumfix.faces.quality import is_degraded
+
+    monkeypatch.setenv("ALBUMFIX_HOME", str(tmp_path / "home"))
+    analyzer = create_analyzer("dlib", "dlib", device="cpu")
+    gains = {family: [] for family in PHOTO_FAMILIES}
+    for name in ("oval office", "podium"):
+        rgb = _sample_rgb(name)
+        face = max(analyzer.analyse(rgb), key=lambda f: (f.box[2] - f.box[0]))
+        assert face.ladder.shape == (len(LADDER_SCALES), 128) and face.ladder.dtype == np.float32
+        assert np.allclose(np.linalg.norm(face.ladder, axis=1), 1.0, atol=1e-5)
+        for seed, family in enumerate(PHOTO_FAMILIES * 2):
+            worse, _ = apply_photo_damage(rgb, sample_photo_damage(np.random.default_rng(seed), family))
+            if not is_degraded(worse, face.landmarks):
+                continue
+            query = unit_rows(embed_chips(face_chips(worse, [face.landmarks]), weights=identity_weights_path()))[0]
+            gains[family].append((1 - float(face.embedding @ query)) - (1 - float(np.max(face.ladder @ query))))
+        damaged = apply_photo_damage(rgb, sample_photo_damage(np.random.default_rng(0), "web-thumbnail"))[0]
+        assert all(f.ladder is None for f in analyzer.analyse(damaged) if is_degraded(damaged, f.landmarks))
+    assert all(len(g) >= 2 and np.mean(g) > 0 for g in gains.values()), gains

@@ -83,3 +83,26 @@ def test_outputs_rows(tmp_path):
         assert ix.output("a.jpg").state == "pending"
         ix.mark_output(OutputRow("a.jpg", "a.jpg", "key", "done", "restored", {"reason": ""}))
         assert ix.outputs_by_target()["a.jpg"].status == "restored"
+
+
+def test_resolution_ladders_round_trip_and_old_indexes_gain_the_column(tmp_path):
+    path = tmp_path / "i.sqlite"
+    with AlbumIndex(path):
+        pass
+    db = sqlite3.connect(path)  # an index of schema 1, before ladders: its face rows have 9 columns
+    db.execute("ALTER TABLE faces DROP COLUMN ladder")
+    db.execute("UPDATE meta SET value='1' WHERE key='schema_version'")
+    old = _face("h0-0", "h0")
+    db.execute("INSERT INTO faces VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+               (old.face_id, old.content_hash, 0, "[1, 2, 30, 40]", 0.9, old.landmarks.tobytes(),
+                old.embedding.tobytes(), "dlib", '{"score": 0.5}'))
+    db.commit()
+    db.close()
+    with AlbumIndex(path) as ix:
+        assert ix.schema_version == index_module.SCHEMA_VERSION
+        (back,) = ix.faces()
+        assert back.ladder is None and np.array_equal(back.embedding, old.embedding)
+        face = _face("h1-0", "h1")
+        face.ladder = np.random.default_rng(5).random((3, 128)).astype(np.float32)
+        ix.store_analysis("h1", "k", (100, 80), "ok", "", [face])
+        assert np.array_equal(ix.faces(["h1"])[0].ladder, face.ladder)

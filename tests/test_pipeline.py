@@ -120,9 +120,9 @@ def test_changed_photo_is_the_only_one_reprocessed(album_copy, analysed_index, r
     Pipeline(album, _settings(out, random_weights)).run()
     Image.open(album / "2009/podium.jpg").rotate(3).save(album / "2009/podium.jpg", quality=90)
     analysed, restored = [], []
-    real_analyse = Pipeline._analyse_one
-    monkeypatch.setattr(Pipeline, "_analyse_one",
-                        lambda self, ix, digest, f, key: analysed.append(f.relpath) or real_analyse(self, ix, digest, f, key))
+    real_locate = Pipeline._locate
+    monkeypatch.setattr(Pipeline, "_locate",
+                        lambda self, ix, digest, f, key: analysed.append(f.relpath) or real_locate(self, ix, digest, f, key))
     from albumfix import compose
 
     real_submit = compose.Composer.submit
@@ -188,9 +188,9 @@ def test_other_identity_weights_redo_the_analysis(album_copy, analysed_index, ra
     monkeypatch.setenv("ALBUMFIX_HOME", str(tmp_path / "home"))
     out = seeded_output(analysed_index, tmp_path / "out")
     analysed = []
-    real_analyse = Pipeline._analyse_one
-    monkeypatch.setattr(Pipeline, "_analyse_one",
-                        lambda self, ix, digest, f, key: analysed.append(f.relpath) or real_analyse(self, ix, digest, f, key))
+    real_locate = Pipeline._locate
+    monkeypatch.setattr(Pipeline, "_locate",
+                        lambda self, ix, digest, f, key: analysed.append(f.relpath) or real_locate(self, ix, digest, f, key))
     Pipeline(album_copy, _settings(out, random_weights)).run()
     assert analysed == []  # the session's scan used the shipped identity weights too
     state = read_robust_weights(identity_weights_path())

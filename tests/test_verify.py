@@ -95,3 +95,21 @@ def test_a_person_seen_once_competes_but_is_never_accepted():
     faces = np.stack([_at_distance(query, 0.05, rng), _at_distance(query, 0.10, rng), _at_distance(query, 0.10, rng)])
     (v,) = verify_people(query[None], ["q"], faces, ["p1", "p2", "p3"], ["bystander", "B", "B"])
     assert v.person is None and "seen only 1" in v.reason
+
+
+def test_a_face_counts_at_its_nearest_view():
+    """A sharp face seen at lower resolutions (its resolution ladder) is compared with a damaged
+    query at its nearest view: far as it is sharp, near as it would look damaged."""
+    cal = CALIBRATIONS["dlib"]
+    rng = np.random.default_rng(11)
+    query, faces, photos, people = _album(rng, 0.11, 0.115)  # as embedded: two people about as near
+    (v,) = verify_people(query[None], ["q"], faces, photos, people)
+    assert v.person is None
+    lowered = np.stack([_at_distance(query, 0.05, rng) for _ in range(3)]
+                       + [_at_distance(query, 0.2, rng) for _ in range(3)])  # A's faces lowered are near
+    views = np.stack([faces, lowered], axis=1)  # (6, 2, 128)
+    (v,) = verify_people(query[None], ["q"], views, photos, people)
+    assert v.person == "A" and abs(v.distance - 0.05) < 1e-9 and abs(v.runner_up - 0.115) < 1e-9
+    assert v.runner_up - v.distance >= cal.margin and v.runner_up >= cal.ratio * v.distance
+    single = verify_people(query[None], ["q"], faces[:, None], photos, people)
+    assert single == verify_people(query[None], ["q"], faces, photos, people)

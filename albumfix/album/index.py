@@ -8,7 +8,8 @@ It makes every stage resumable and incremental:
 - `outputs`: per album path, the key of the inputs+settings its output was made from, and whether
   the write finished (`pending` rows mark a write a killed run may have left half done).
 
-Every write is a short transaction; a SIGKILL loses at most the photo in flight. File names
+Every write is a short transaction; a SIGKILL loses at most the photos in flight (analysis embeds
+the faces of a few photos together: `pipeline.EMBED_BATCH_PHOTOS`). File names
 that are not valid UTF-8 (any byte sequence is a Linux name) are stored as BLOBs of their bytes.
 Schema changes are numbered migrations applied in order (`meta.schema_version`).
 """
@@ -43,6 +44,8 @@ MIGRATIONS: list[str] = [
                           output_key TEXT NOT NULL, state TEXT NOT NULL, status TEXT NOT NULL,
                           detail TEXT NOT NULL DEFAULT '{}', updated REAL NOT NULL);
     """,
+    # 2: each sharp face's resolution ladder (R x D float32, NULL when none)
+    "ALTER TABLE faces ADD COLUMN ladder BLOB",
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -50,7 +53,8 @@ SCHEMA_VERSION = len(MIGRATIONS)
 @dataclass
 class FaceRow:
     """A stored face. landmarks (68, 2) float32 photo px; embedding (D,) float32 or None;
-    quality: the FaceQuality fields (decisions are derived from it at plan time, never stored)."""
+    quality: the FaceQuality fields (decisions are derived from it at plan time, never stored);
+    ladder: (R, D) float32, the face seen at lower resolutions (`DetectedFace.ladder`) or None."""
 
     face_id: str
     content_hash: str
@@ -61,6 +65,7 @@ class FaceRow:
     embedding: np.ndarray | None
     embedder: str
     quality: dict
+    ladder: np.ndarray | None = None
 
 
 @dataclass
@@ -165,11 +170,12 @@ class AlbumIndex:
             )
             for f in faces:
                 self.db.execute(
-                    "INSERT INTO faces VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO faces VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (f.face_id, f.content_hash, f.idx, json.dumps(list(f.box)), f.score,
                      np.asarray(f.landmarks, np.float32).tobytes(),
                      None if f.embedding is None else np.asarray(f.embedding, np.float32).tobytes(),
-                     f.embedder, json.dumps(f.quality)),
+                     f.embedder, json.dumps(f.quality),
+                     None if f.ladder is None else np.asarray(f.ladder, np.float32).tobytes()),
                 )
 
     def faces(self, content_hashes: list[str] | None = None) -> list[FaceRow]:
@@ -258,6 +264,8 @@ def _face_row(r: tuple) -> FaceRow:
         landmarks=np.frombuffer(r[5], np.float32).reshape(68, 2).copy(),
         embedding=None if r[6] is None else np.frombuffer(r[6], np.float32).copy(),
         embedder=r[7], quality=json.loads(r[8]),
+        ladder=None if r[9] is None or r[6] is None
+        else np.frombuffer(r[9], np.float32).reshape(-1, len(r[6]) // 4).copy(),
     )
 
 

@@ -6,7 +6,7 @@ eyes 36-47, mouth 48-67.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol, Sequence
 
 import numpy as np
@@ -19,7 +19,10 @@ class DetectedFace:
     box: (x0, y0, x1, y1) in photo pixels; score: detector confidence (backend units, higher is
     surer); landmarks: (68, 2) float32 (x, y) photo pixels; embedding: (D,) float32 L2-normalised
     identity vector (D = 128 for dlib, 512 for ArcFace) or None; detector / landmarker /
-    embedder name the backends that produced each part.
+    embedder name the backends that produced each part; keypoints: the detector's (5, 2) key
+    points (`FaceBox.keypoints`) or None; ladder: (R, D) float32 unit vectors of
+    a sharp face seen at lower resolutions by the degraded-face network (the embedder's
+    `resolution_ladder`), None when the embedder makes none or the face is degraded.
     """
 
     box: tuple[float, float, float, float]
@@ -29,7 +32,8 @@ class DetectedFace:
     detector: str = ""
     landmarker: str = ""
     embedder: str = ""
-    extra: dict = field(default_factory=dict)
+    keypoints: np.ndarray | None = None
+    ladder: np.ndarray | None = None
 
 
 def box_iou(a: Sequence[float], b: Sequence[float]) -> float:

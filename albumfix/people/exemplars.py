@@ -37,8 +37,9 @@ DEFAULT_GROUPS: tuple[LandmarkGroup, ...] = (
 class ExemplarFace:
     """A face as seen by exemplar selection.
 
-    face_id, photo_id: as in grouping; embedding: (D,) float32 unit identity vector;
-    landmarks: (68, 2) float32 (x, y) in the common frame (see module docstring).
+    face_id, photo_id: as in grouping; embedding: (D,) float32 unit identity vector, or (V, D)
+    views of the face (`identity_distances`); landmarks: (68, 2) float32 (x, y) in the common
+    frame (see module docstring).
     """
 
     face_id: str
@@ -126,11 +127,15 @@ def weighted_affine_distance(lq: np.ndarray, ex: np.ndarray, w: np.ndarray) -> f
 
 
 def identity_distances(query: np.ndarray, candidates: Sequence[np.ndarray]) -> np.ndarray:
-    """Cosine distances of (D,) `query` to each (D,) candidate -> (K,) float64; row-wise sums, not
-    a matrix product, so each candidate's value does not depend on its position."""
+    """Cosine distances of (D,) `query` to each candidate, (D,) or (V, D) views of one face (its
+    nearest view counts) -> (K,) float64; row-wise sums, not a matrix product, so each
+    candidate's value does not depend on its position."""
     q = np.asarray(query, dtype=np.float64)
-    emb = np.stack([np.asarray(c, dtype=np.float64) for c in candidates])
-    return 1.0 - np.sum(emb * q, axis=1) / np.sqrt(np.sum(emb**2, axis=1) * np.sum(q**2))
+    out = np.empty(len(candidates))
+    for k, c in enumerate(candidates):
+        views = np.atleast_2d(np.asarray(c, dtype=np.float64))
+        out[k] = np.min(1.0 - np.sum(views * q, axis=1) / np.sqrt(np.sum(views**2, axis=1) * np.sum(q**2)))
+    return out
 
 
 def choose_exemplars(

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -87,36 +87,50 @@ class PipelineAnalyzer:
     def analyse(self, rgb: np.ndarray) -> list[DetectedFace]:
         """rgb: (H, W, 3) uint8. Returns faces sorted top-to-bottom, then left-to-right."""
         rgb = _checked_rgb(rgb)
-        return self._describe(rgb, sorted(self.detector.detect(rgb), key=lambda f: (f.box[1], f.box[0])))
+        return self.describe([(rgb, self.locate(rgb))])[0]
+
+    def locate(self, rgb: np.ndarray) -> list[DetectedFace]:
+        """`analyse` without the identity part (embedding None): boxes and landmarks, sorted as
+        `analyse` sorts; `describe` adds the embeddings, of several photos at once."""
+        rgb = _checked_rgb(rgb)
+        return self._landmarked(rgb, sorted(self.detector.detect(rgb), key=lambda f: (f.box[1], f.box[0])))
 
     def search_more(self, rgb: np.ndarray, found: list[DetectedFace]) -> list[DetectedFace]:
-        """Faces of a damaged photo that `analyse` missed (the detector's `search`, when it has
-        one: dlib's HOG retries), sorted as `analyse` sorts; [] for detectors without it."""
+        """Faces of a damaged photo that `locate` missed (the detector's `search`, when it has
+        one: dlib's HOG retries), located as `locate` locates; [] for detectors without it."""
         search = getattr(self.detector, "search", None)
         if search is None:
             return []
         rgb = _checked_rgb(rgb)
         known = [FaceBox(box=f.box, score=f.score, keypoints=None, detector=f.detector) for f in found]
-        return self._describe(rgb, sorted(search(rgb, known), key=lambda f: (f.box[1], f.box[0])))
+        return self._landmarked(rgb, sorted(search(rgb, known), key=lambda f: (f.box[1], f.box[0])))
 
-    def _describe(self, rgb: np.ndarray, boxes: list[FaceBox]) -> list[DetectedFace]:
-        """Landmarks and embeddings of detector boxes -> DetectedFace records, in box order."""
-        if not boxes:
-            return []
-        points = self.landmarker.landmarks(rgb, boxes)
-        vectors = self.embedding_part.embed(rgb, boxes, points)
+    def _landmarked(self, rgb: np.ndarray, boxes: list[FaceBox]) -> list[DetectedFace]:
+        """Detector boxes -> DetectedFace records with landmarks, no embedding, in box order."""
+        points = self.landmarker.landmarks(rgb, boxes) if boxes else []
         return [
-            DetectedFace(
-                box=tuple(float(v) for v in b.box),
-                score=float(b.score),
-                landmarks=np.asarray(p, dtype=np.float32),
-                embedding=np.asarray(e, dtype=np.float32),
-                detector=b.detector,
-                landmarker=self.landmarker.name,
-                embedder=self.embedding_part.name,
-            )
-            for b, p, e in zip(boxes, points, vectors)
+            DetectedFace(box=tuple(float(v) for v in b.box), score=float(b.score),
+                         landmarks=np.asarray(p, dtype=np.float32), embedding=None, detector=b.detector,
+                         landmarker=self.landmarker.name, embedder=self.embedding_part.name,
+                         keypoints=b.keypoints)
+            for b, p in zip(boxes, points)
         ]
+
+    def describe(self, photos: list[tuple[np.ndarray, list[DetectedFace]]]) -> list[list[DetectedFace]]:
+        """Embeddings (and resolution ladders) of located faces: photos [(rgb, faces)] -> the same
+        faces with them, per photo. An embedder with `embed_many` embeds every photo's faces in
+        one batch (dlib's torch network: about 4x the speed of a face at a time on a CPU)."""
+        items = [(rgb, [FaceBox(f.box, f.score, f.keypoints, f.detector) for f in faces],
+                  [f.landmarks for f in faces]) for rgb, faces in photos]
+        many = getattr(self.embedding_part, "embed_many", None)
+        if many is not None:
+            results = many(items)
+        else:
+            results = [(self.embedding_part.embed(*item) if item[1] else [], [None] * len(item[1])) for item in items]
+        return [[replace(f, embedding=np.asarray(e, dtype=np.float32),
+                         ladder=None if r is None else np.asarray(r, dtype=np.float32))
+                 for f, e, r in zip(faces, vectors, ladders)]
+                for (_, faces), (vectors, ladders) in zip(photos, results)]
 
 
 def unit_rows(vectors: np.ndarray) -> np.ndarray:

@@ -45,6 +45,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Union
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -58,6 +59,11 @@ CHIP_SIZE = 150
 CHIP_PADDING = 0.25  # dlib's default for get_face_chip(s) and compute_face_descriptor
 PIXEL_SCALE = 256.0  # dlib's input layer divides (pixel - mean) by 256
 DESCRIPTOR_SIZE = 128
+# Resolution ladder of a sharp face (`resolution_ladder`): its chip seen at 1/2, 1/4.5 and 1/9 of
+# its resolution (75, 33 and 17 px), about a factor 2 apart over the damage families' range
+# (downscales x2-x8). Chosen on the verification calibration album of training people (module
+# doc of albumfix.people.verify); 3 more forward passes per sharp face, batched with the scan's.
+LADDER_SCALES = (2.0, 4.5, 9.0)
 LOSS_NAME = "loss_metric_2"
 INPUT_NAME = "input_rgb_image_sized"
 FLOAT_SPECIAL_EXPONENT = 32000  # dlib's float_details: 32000 inf, 32001 -inf, 32002 nan
@@ -667,6 +673,27 @@ def embed_chips(
     return out
 
 
+def lowered_chips(chips: np.ndarray, scale: float) -> np.ndarray:
+    """(N, 150, 150, 3) uint8 chips -> the same seen at 1/scale of their resolution: area
+    downscaled to round(150 / scale) px, bicubic back to 150 (as a small photo is enlarged)."""
+    side = max(4, round(CHIP_SIZE / scale))
+    return np.stack([cv2.resize(cv2.resize(c, (side, side), interpolation=cv2.INTER_AREA),
+                                (CHIP_SIZE, CHIP_SIZE), interpolation=cv2.INTER_CUBIC) for c in chips])
+
+
+def resolution_ladder(chips: np.ndarray, batch_size: int = 32, device: str | torch.device = "cpu",
+                      path: str | Path | None = None, weights: str | Path | None = None) -> np.ndarray:
+    """(N, 150, 150, 3) uint8 chips of sharp faces -> (N, len(LADDER_SCALES), 128) float32 unit
+    descriptors of each chip lowered to each scale (`lowered_chips`) by the network of `weights`
+    (the degraded-face network): where a damaged photo of the same face would land, so a damaged
+    face is compared with a sharp one seen at about its own resolution (albumfix.people.verify)."""
+    if not len(chips):
+        return np.zeros((0, len(LADDER_SCALES), DESCRIPTOR_SIZE), np.float32)
+    lowered = np.stack([lowered_chips(chips, s) for s in LADDER_SCALES], axis=1)  # (N, R, 150, 150, 3)
+    flat = unit_rows(embed_chips(lowered.reshape(-1, *lowered.shape[2:]), batch_size, device, path, weights))
+    return flat.reshape(len(chips), len(LADDER_SCALES), DESCRIPTOR_SIZE)
+
+
 def landmark_box(landmarks: np.ndarray) -> tuple[float, float, float, float]:
     """(68, 2) photo px -> their bounding box (x0, y0, x1, y1) photo px."""
     x0, y0 = landmarks.min(axis=0)
@@ -697,7 +724,8 @@ class TorchDlibEmbedder:
     embeds the *degraded* faces (no real fine detail: `albumfix.faces.quality.is_degraded`):
     it is trained to put a damaged face where
     dlib puts the same face sharp, so a blurred, faded or sepia face lands near its own person's
-    sharp photos, which dlib's own network embeds as always. None: dlib's network for every face.
+    sharp photos, which dlib's own network embeds as always; it also embeds each sharp face's
+    `resolution_ladder`. None: dlib's network for every face, and no ladders.
     """
 
     name = "dlib"
@@ -711,12 +739,32 @@ class TorchDlibEmbedder:
 
     def embed(self, rgb: np.ndarray, faces: list[FaceBox], landmarks: list[np.ndarray]) -> list[np.ndarray]:
         """rgb: (H, W, 3) uint8 -> one (128,) float32 unit vector per face (its landmarks)."""
+        return self.embed_many([(rgb, faces, landmarks)])[0][0]
+
+    def embed_many(self, photos: list[tuple[np.ndarray, list[FaceBox], list[np.ndarray]]]
+                   ) -> list[tuple[list[np.ndarray], list[np.ndarray | None]]]:
+        """`embed` of several photos [(rgb, faces, landmarks)] in shared batches, and each face's
+        `resolution_ladder` (len(LADDER_SCALES), 128) float32: for a face with real detail, by
+        the degraded-face network; None for a degraded face, and for every face when there is no
+        degraded-face network. Returns per photo (unit vectors, ladders)."""
         from albumfix.faces.quality import is_degraded
 
-        chips = face_chips(rgb, landmarks)
+        if not photos:
+            return []
+        counts = [len(landmarks) for _, _, landmarks in photos]
+        chips = np.concatenate([face_chips(rgb, landmarks) for rgb, _, landmarks in photos])
+        tuned = np.array([self.degraded_weights is not None and is_degraded(rgb, lm)
+                          for rgb, _, landmarks in photos for lm in landmarks], bool)
         out = np.empty((len(chips), DESCRIPTOR_SIZE), np.float32)
-        tuned = np.array([self.degraded_weights is not None and is_degraded(rgb, lm) for lm in landmarks], bool)
         for mask, weights in ((~tuned, None), (tuned, self.degraded_weights)):
             if mask.any():
                 out[mask] = embed_chips(chips[mask], self.batch_size, self.device, self.path, weights)
-        return list(unit_rows(out))
+        ladders: list[np.ndarray | None] = [None] * len(chips)
+        sharp = np.flatnonzero(~tuned) if self.degraded_weights is not None else np.zeros(0, np.int64)
+        if sharp.size:
+            rungs = resolution_ladder(chips[sharp], self.batch_size, self.device, self.path, self.degraded_weights)
+            for k, i in enumerate(sharp):
+                ladders[i] = rungs[k]
+        vectors = list(unit_rows(out))
+        bounds = np.cumsum([0, *counts])
+        return [(vectors[a:b], ladders[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]

@@ -1,0 +1,74 @@
+"""The plan's verification of a degraded face by the album's sharp faces seen at its resolution
+(albumfix.plan with albumfix.people.verify), on a real index of synthetic face rows."""
+from __future__ import annotations
+
+import numpy as np
+
+from albumfix.album.index import AlbumIndex, FaceRow
+from albumfix.plan import build_plan, identity_views
+from albumfix.settings import Settings
+from test_verify import _at_distance, _unit
+
+
+class _Quiet:
+    def stage(self, name: str, total: int) -> None:
+        pass
+
+    def advance(self, n: int = 1) -> None:
+        pass
+
+
+def _quality(score: float, detail: float) -> dict:
+    return {"interocular_px": 60.0, "sharpness": 1.0, "noise": 1.0, "blockiness": 0.0, "yaw_deg": 0.0,
+            "landmark_spread": 1.0, "landmarks_ok": True, "landmark_problem": "", "score": score,
+            "detail": detail}
+
+
+def _row(face_id: str, embedding: np.ndarray, rng: np.random.Generator, sharp: bool,
+         ladder: np.ndarray | None = None) -> FaceRow:
+    landmarks = (rng.random((68, 2)) * 100).astype(np.float32)
+    return FaceRow(face_id, f"photo-{face_id}", 0, (0.0, 0.0, 100.0, 100.0), 1.0, landmarks,
+                   embedding.astype(np.float32), "dlib",
+                   _quality(0.9, 0.5) if sharp else _quality(0.1, 0.05), ladder)
+
+
+def _plan(tmp_path, with_ladders: bool):
+    """Two people of three sharp faces each, mutually near, and one degraded face at about 0.111
+    from A's faces and 0.120 from B's as embedded (too near to tell); A's faces seen at lower
+    resolution lie at 0.04."""
+    rng = np.random.default_rng(21)
+    query = _unit(rng.normal(size=128))
+    rows = [_row("q", query, rng, sharp=False)]
+    for person, distance, lowered in (("a", 0.11, 0.04), ("b", 0.112, 0.2)):
+        centre = _at_distance(query, distance, rng)
+        for k in range(3):
+            spread = _at_distance(query, 1.0, rng)  # orthogonal to the query: its distance stays about the same
+            ladder = np.stack([_at_distance(query, lowered, rng) for _ in range(3)])
+            rows.append(_row(f"{person}{k}", _unit(centre + 0.1 * spread), rng, sharp=True,
+                             ladder=ladder if with_ladders else None))
+    with AlbumIndex(tmp_path / f"i{with_ladders}.sqlite") as ix:
+        for r in rows:
+            ix.store_analysis(r.content_hash, "k", (100, 100), "ok", "", [r])
+        return build_plan(ix, ix.faces(), Settings(), _Quiet())
+
+
+def test_a_degraded_face_is_verified_by_the_sharp_faces_seen_at_its_resolution(tmp_path):
+    without = _plan(tmp_path, with_ladders=False).faces["q"]
+    assert without.action == "restore" and not without.verified and without.exemplars == []
+    assert "about as near" in without.verify_reason
+    plan = _plan(tmp_path, with_ladders=True)
+    face = plan.faces["q"]
+    people = {f.row.face_id: f.person for f in plan.faces.values()}
+    assert face.verified and face.person == people["a0"] == people["a1"] != people["b0"]
+    assert face.exemplars and all(c.face_id.startswith("a") for c in face.exemplars)
+    assert face.exemplars[0].identity_distance < 0.05  # measured at the nearest view
+
+
+def test_identity_views_are_the_embedding_then_the_ladder():
+    rng = np.random.default_rng(3)
+    ladder = np.stack([_unit(rng.normal(size=128)) for _ in range(3)])
+    row = _row("x", _unit(rng.normal(size=128)), rng, sharp=True, ladder=ladder)
+    views = identity_views(row)
+    assert views.shape == (4, 128) and np.array_equal(views[0], row.embedding) and np.allclose(views[1:], ladder)
+    row.ladder = None
+    assert identity_views(row).shape == (1, 128)
