@@ -4,11 +4,21 @@ A restoration is refused, or pasted at a lower strength, when it moves the face 
 person or makes it less sharp than the input:
 - identity: the identity embedding of the pasted face (the analyser's embedder, at the face's own
   landmarks, in the photo) against the person's references (the exemplars that guided it); with
-  no reference, against the input face itself. With references the pasted face must not be
-  farther from them than the input was (plus REFERENCE_TOLERANCE, descriptor noise); without,
-  it must stay within SELF_DISTANCE of the input (cosine distances of unit embeddings);
+  no reference, against the input face itself. With references the pasted face must come
+  nearer them than the input was, by REFERENCE_GAIN at least (guided by the person's own photo,
+  a restoration that brings the face no nearer its person is not worth its risk); without, it
+  must stay within SELF_DISTANCE of the input (cosine distances of unit embeddings);
 - sharpness: `albumfix.faces.quality.face_sharpness` (band energy of the inner face on the
-  256-px analysis crop) of the pasted face must be at least `min_sharpness_ratio` times the input's.
+  256-px analysis crop) of the pasted face must be at least `min_sharpness_ratio` times the input's
+  (the input's finest band holds its noise and JPEG blocks too, which a restoration removes).
+Calibrated on the album benchmark of 90 training people (`albumfix eval --albums` folder built
+with split "train"; 83 restored damaged faces, their restorations pasted at each strength and
+scored against the truth): the most face-region PSNR among the rules with at most 15 % of faces
+farther from the truth than the input (dlib identity), ties to the fewer such faces. Kept:
+gain 0.003, sharpness ratio 0.8: +0.32 dB, 11 % farther, identity 0.318 (input 0.331); the
+rule before (references: no farther than the input + 0.005; ratio 0.9): +0.34 dB, 24 %, 0.321;
+gain 0: +0.38 dB, 19 %; gain 0.005: +0.26 dB, 8 %; the self distance hardly matters (0.015 to
+0.035).
 Strengths are tried from the requested one down (`STRENGTH_STEPS`); the first that passes is
 kept, else the original face stays (strength 0). Every decision is recorded (`GuardResult`).
 """
@@ -21,8 +31,10 @@ import numpy as np
 
 STRENGTH_STEPS = (1.0, 0.6, 0.3)
 SELF_DISTANCE = {"dlib": 0.035, "arcface": 0.3}
-REFERENCE_TOLERANCE = {"dlib": 0.005, "arcface": 0.04}  # descriptor noise allowed beyond the input's distance
-MIN_SHARPNESS_RATIO = 0.9
+# how much nearer its references a guided face must come (arcface: scaled from dlib by 8, the
+# ratio of the two spaces' self distances; not measured, no ArcFace model offline)
+REFERENCE_GAIN = {"dlib": 0.003, "arcface": 0.024}
+MIN_SHARPNESS_RATIO = 0.8
 
 
 @dataclass
@@ -78,7 +90,7 @@ def guard_face(
 
     sharp_in = face_sharpness(original_rgb, landmarks)
     if refs is not None:
-        limit = ident_in + REFERENCE_TOLERANCE.get(space, REFERENCE_TOLERANCE["dlib"])
+        limit = ident_in - REFERENCE_GAIN.get(space, REFERENCE_GAIN["dlib"])
     else:
         limit = SELF_DISTANCE.get(space, SELF_DISTANCE["dlib"])
     target = refs if refs is not None else input_embedding[None]
@@ -93,7 +105,8 @@ def guard_face(
         problems = []
         if ident_out > limit:
             problems.append(f"identity {ident_out:.3f} > {limit:.3f}"
-                            + (" (references)" if refs is not None else " (to the input)"))
+                            + (f" (references: input {ident_in:.3f} less the gain required)" if refs is not None
+                               else " (to the input)"))
         if sharp_out < min_sharpness_ratio * sharp_in:
             problems.append(f"sharpness {sharp_out:.2f} < {min_sharpness_ratio:g} x input {sharp_in:.2f}")
         if not problems:
