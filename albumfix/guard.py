@@ -11,9 +11,9 @@ person or makes it less sharp than the input:
 - sharpness: `albumfix.faces.quality.face_sharpness` (band energy of the inner face on the
   256-px analysis crop) of the pasted face must be at least `min_sharpness_ratio` times the input's
   (the input's finest band holds its noise and JPEG blocks too, which a restoration removes).
-Calibrated on the album benchmark of 90 training people (`albumfix eval --albums` folder built
-with split "train"; 83 restored damaged faces, their restorations pasted at each strength and
-scored against the truth): the most face-region PSNR among the rules with at most 15 % of faces
+Calibrated on the album benchmark of 90 training people (`benchmarks/calibrate_guard.py` on an
+`albumfix eval --albums` folder built with split "train"; 83 restored damaged faces, their
+restorations pasted at each strength and scored against the truth): the most face-region PSNR among the rules with at most 15 % of faces
 farther from the truth than the input (dlib identity), ties to the fewer such faces. Kept:
 gain 0.003, sharpness ratio 0.8: +0.32 dB, 11 % farther, identity 0.318 (input 0.331); the
 rule before (references: no farther than the input + 0.005; ratio 0.9): +0.34 dB, 24 %, 0.321;

@@ -1,0 +1,134 @@
+"""Calibrate the do-no-harm guard (albumfix/guard.py) on a scanned benchmark album of *training* people.
+
+Build and scan the album first (as for benchmarks/calibrate_verify.py; the held-out people stay
+untouched), then:
+
+    python benchmarks/calibrate_guard.py runs/albums-train
+    python benchmarks/calibrate_guard.py runs/albums-train --gains=-0.005,0,0.003   # "=" before a negative value
+
+(a negative gain is a tolerance: gain -0.005 is the rule before, "no farther than the input +
+0.005"). Measured (session 8, 83 faces, 48 guided, input identity 0.331): gain 0.003 with
+sharpness 0.8 +0.324 dB, 10.8 % farther, identity 0.318 (kept); the rule before +0.342 dB,
+24.1 %, 0.321; a full table is in albumfix/guard.py.
+
+It restores the album once without the guard (`albumfix restore --no-guard`, the product's
+exemplars), then, for every restored damaged face, pastes that restoration at each strength of
+a ladder (a linear blend with the input inside the pasted region, as the paste-back does) and
+measures what the guard sees (identity distance to the exemplars that guided the face, or to the
+input when unguided; band sharpness) and what the user gets (face-region PSNR and dlib identity
+distance to the truth). Each rule of the grid (the reference gain a guided face must make, the
+self distance an unguided face may move, the sharpness ratio) then picks, per face, the first
+strength of STRENGTH_STEPS that passes, and is scored: mean PSNR gain over the input, share of
+faces farther from the truth than the input, mean identity distance.
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from albumfix.album.index import AlbumIndex
+from albumfix.faces.backends import FaceBox, create_analyzer
+from albumfix.faces.quality import face_sharpness
+from albumfix.guard import STRENGTH_STEPS
+from albumfix.train.albums import _cli, _Scorer, load_manifest, match_faces, read_rgb
+
+LADDER = (1.0, 0.8, 0.6, 0.45, 0.3, 0.15, 0.0)
+
+
+def unguarded_run(work: Path) -> tuple[dict, Path]:
+    """The album restored with the product's plan and no guard (made once) -> (run JSON, folder)."""
+    out = work / "out-unguarded"
+    saved = out / ".albumfix" / "run.json"
+    if not saved.exists():
+        shutil.rmtree(out, ignore_errors=True)
+        (out / ".albumfix").mkdir(parents=True)
+        shutil.copyfile(work / "out-scan" / ".albumfix" / "index.sqlite", out / ".albumfix" / "index.sqlite")
+        result, _, err = _cli(["restore", str(work / "album"), "-o", str(out), "--no-guard"], None)
+        if result is None:
+            raise RuntimeError(f"albumfix restore printed no JSON: {err}")
+        saved.write_text(json.dumps(result))
+    return json.loads(saved.read_text()), out
+
+
+def measure_faces(work: Path) -> list[dict]:
+    """Per restored damaged face: guided or not, and per strength of LADDER what the guard
+    sees ("reference" or "self" distance, "sharpness") and the truth figures ("psnr", "identity")."""
+    photos = load_manifest(work)
+    run, out = unguarded_run(work)
+    matched = match_faces(photos, run)
+    rows = {r.face_id: r for r in AlbumIndex(out / ".albumfix" / "index.sqlite").faces()}
+    embedder = create_analyzer("dlib", "dlib", device="cpu").embedding_part
+    scorer = _Scorer()
+    faces = []
+    for photo in photos:
+        if not photo.family or not (out / photo.path).exists():
+            continue
+        truth, lq = read_rgb(work / photo.truth), read_rgb(work / "album" / photo.path)
+        restored = read_rgb(out / photo.path).astype(np.float32)
+        for k, face in enumerate(photo.faces):
+            found = matched.get((photo.path, k))
+            if not found or not found.get("restored"):
+                continue
+            row, info = rows[found["id"]], found["restored"]
+            guides = info.get("fused") or ([info["exemplar"]] if info.get("guided") else [])
+            refs = np.stack([rows[g].embedding for g in guides]) if guides else None
+            box = FaceBox(tuple(row.box), 1.0, None, "truth")
+            truth_desc = scorer.descriptor(truth, face)
+            steps = {}
+            for s in LADDER:
+                img = np.clip(np.round(lq + s * (restored - lq)), 0, 255).astype(np.uint8)
+                e = embedder.embed(img, [box], [row.landmarks])[0]
+                m = scorer.measure(img, truth, face, truth_desc)
+                steps[s] = {"reference": float(np.mean(1 - refs @ e)) if refs is not None else None,
+                            "self": float(1 - e @ row.embedding), "sharpness": face_sharpness(img, row.landmarks),
+                            "psnr": m["psnr"], "identity": m["identity"]}
+            faces.append({"guided": refs is not None, "steps": steps})
+    return faces
+
+
+def strength_chosen(face: dict, gain: float, self_distance: float, sharpness_ratio: float) -> float:
+    """The guard's choice for one measured face under a rule (albumfix.guard.guard_face)."""
+    before = face["steps"][0.0]
+    for s in STRENGTH_STEPS:
+        x = face["steps"][s]
+        near = (x["reference"] <= before["reference"] - gain) if face["guided"] else (x["self"] <= self_distance)
+        if near and x["sharpness"] >= sharpness_ratio * before["sharpness"]:
+            return s
+    return 0.0
+
+
+def score_rule(faces: list[dict], gain: float, self_distance: float, sharpness_ratio: float) -> dict:
+    chosen = [face["steps"][strength_chosen(face, gain, self_distance, sharpness_ratio)] for face in faces]
+    before = [face["steps"][0.0] for face in faces]
+    return {"psnr_gain": float(np.mean([c["psnr"] - b["psnr"] for c, b in zip(chosen, before)])),
+            "worse": float(np.mean([c["identity"] > b["identity"] + 1e-6 for c, b in zip(chosen, before)])),
+            "identity": float(np.mean([c["identity"] for c in chosen]))}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("work", type=Path, help="benchmark folder with album/, truth/, manifest.json, out-scan/")
+    parser.add_argument("--gains", default="-0.005,0,0.001,0.002,0.003,0.005")
+    parser.add_argument("--self-distances", default="0.015,0.035")
+    parser.add_argument("--sharpness-ratios", default="0.8,0.85,0.9")
+    args = parser.parse_args()
+    for name in ("out-scan", "truth"):
+        if not (args.work / name).exists():
+            raise SystemExit(f"{args.work / name} is missing: build and scan the album first (module doc)")
+    faces = measure_faces(args.work)
+    print(f"{len(faces)} restored damaged faces, {sum(f['guided'] for f in faces)} guided; input identity "
+          f"{np.mean([f['steps'][0.0]['identity'] for f in faces]):.4f}")
+    print(f"{'gain':>6} {'self':>6} {'sharp':>5} {'dPSNR':>7} {'worse':>6} {'ident':>7}")
+    grid = itertools.product(*(map(float, a.split(",")) for a in (args.gains, args.self_distances, args.sharpness_ratios)))
+    for gain, self_distance, ratio in grid:
+        r = score_rule(faces, gain, self_distance, ratio)
+        print(f"{gain:>6.3f} {self_distance:>6.3f} {ratio:>5.2f} {r['psnr_gain']:>+7.3f} {r['worse']:>6.1%} {r['identity']:>7.4f}")
+
+
+if __name__ == "__main__":
+    main()
