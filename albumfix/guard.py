@@ -13,8 +13,9 @@ person or makes it less sharp than the input:
   (the input's finest band holds its noise and JPEG blocks too, which a restoration removes).
 Calibrated on the album benchmark of 90 training people (`benchmarks/calibrate_guard.py` on an
 `albumfix eval --albums` folder built with split "train"; 83 restored damaged faces, their
-restorations pasted at each strength and scored against the truth): the most face-region PSNR among the rules with at most 15 % of faces
-farther from the truth than the input (dlib identity), ties to the fewer such faces. Kept:
+restorations pasted at each strength and scored against the truth): the most face-region PSNR
+among the rules with at most 15 % of faces farther from the truth than the input (dlib
+identity), ties to the fewer such faces. Kept:
 gain 0.003, sharpness ratio 0.8: +0.32 dB, 11 % farther, identity 0.318 (input 0.331); the
 rule before (references: no farther than the input + 0.005; ratio 0.9): +0.34 dB, 24 %, 0.321;
 gain 0: +0.38 dB, 19 %; gain 0.005: +0.26 dB, 8 %; the self distance hardly matters (0.015 to

@@ -115,7 +115,9 @@ def verify_people(
     views = np.asarray(faces, np.float64)
     views = views[:, None, :] if views.ndim == 2 else views  # (N, V, D)
     q = np.asarray(queries, np.float64)
-    dist = np.min([1.0 - q @ views[:, v].T for v in range(views.shape[1])], axis=0)  # (Q, N)
+    dist = 1.0 - q @ views[:, 0].T  # (Q, N); the nearest view, one view at a time (memory Q x N)
+    for v in range(1, views.shape[1]):
+        np.minimum(dist, 1.0 - q @ views[:, v].T, out=dist)
     dist[same_photo] = np.inf
     if allowed is not None:
         dist[~np.asarray(allowed, bool)] = np.inf
