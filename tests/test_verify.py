@@ -97,6 +97,31 @@ def test_a_person_seen_once_competes_but_is_never_accepted():
     assert v.person is None and "seen only 1" in v.reason
 
 
+def test_a_person_counts_as_seen_by_all_its_faces_in_other_photos():
+    """Seen twice though only one face is clearly better than the query: the person is no
+    bystander, but a distance resting on one face must pass the stricter lone ratio."""
+    cal = CALIBRATIONS["dlib"]
+    rng = np.random.default_rng(12)
+    query = _unit(rng.normal(size=128))
+    d_a = 0.05
+    allowed = np.array([[True, False, True, True]])  # A's second face is no better than the query
+
+    def album(d_b: float):
+        faces = np.stack([_at_distance(query, d, rng) for d in (d_a, 0.01, d_b, d_b)])
+        return verify_people(query[None], ["q"], faces, ["p1", "p2", "p3", "p4"], ["A", "A", "B", "B"],
+                             allowed=allowed)[0]
+
+    assert cal.lone_ratio > cal.ratio
+    v = album(d_a * cal.lone_ratio + 0.002)
+    assert v.person == "A" and abs(v.distance - d_a) < 1e-9
+    v = album(d_a * cal.lone_ratio - 0.002)  # passes the usual ratio, not the lone one
+    assert d_a * cal.ratio + cal.margin < d_a * cal.lone_ratio - 0.002
+    assert v.person is None and f"ratio {cal.lone_ratio:g}" in v.reason
+    faces = np.stack([_at_distance(query, d_a, rng), _at_distance(query, 0.3, rng), _at_distance(query, 0.3, rng)])
+    (v,) = verify_people(query[None], ["q"], faces, ["p1", "q", "p3"], ["A", "A", "B"])
+    assert v.person is None and "seen only 1" in v.reason  # its other face sits in the query's photo
+
+
 def test_a_face_counts_at_its_nearest_view():
     """A sharp face seen at lower resolutions (its resolution ladder) is compared with a damaged
     query at its nearest view: far as it is sharp, near as it would look damaged."""
