@@ -414,13 +414,17 @@ class Pipeline:
     def _embed_and_store(self, ix: AlbumIndex, pending: list["_Located"], key: str, errors: dict[str, str]) -> None:
         """Embed the faces of located photos in one batch, then store each photo's analysis;
         when the batch fails, each photo alone, so one bad photo fails only itself."""
+        from albumfix.faces.quality import lacks_detail
+
+        degraded = [[lacks_detail(q.detail) for q in p.qualities] for p in pending]
         try:
-            described = self.analyzer().describe([(p.rgb, p.faces) for p in pending]) if pending else []
+            described = self.analyzer().describe([(p.rgb, p.faces) for p in pending], degraded) if pending else []
         except Exception:
             described = None
         for k, p in enumerate(pending):
             try:
-                faces = described[k] if described is not None else self.analyzer().describe([(p.rgb, p.faces)])[0]
+                faces = (described[k] if described is not None
+                         else self.analyzer().describe([(p.rgb, p.faces)], [degraded[k]])[0])
                 rows = [FaceRow(
                     face_id=f"{p.digest[:16]}-{idx}", content_hash=p.digest, idx=idx,
                     box=tuple(float(v) for v in face.box), score=float(face.score),

@@ -247,3 +247,29 @@ def test_embedding_several_photos_in_one_batch_equals_one_photo_at_a_time(album_
         else:
             assert any(r is not None and r.shape == (len(LADDER_SCALES), 128) for r in ladders)
     assert TorchDlibEmbedder().embed_many([]) == []
+
+
+def test_the_callers_judgement_of_degraded_faces_picks_the_network(album_faces):
+    """The scan passes the degraded flags it computed with the face's quality: a face flagged
+    degraded is embedded by the degraded-face network without a ladder, one flagged sharp by
+    dlib's with its ladder, whatever the embedder would have judged; flags must match the faces."""
+    from albumfix.faces.backends import identity_weights_path
+    from albumfix.faces.quality import is_degraded
+
+    rgb, boxes, landmarks = album_faces[0]
+    embedder = TorchDlibEmbedder(degraded_weights=identity_weights_path())
+    judged = [is_degraded(rgb, lm) for lm in landmarks]
+    (own_vectors, own_ladders), = embedder.embed_many([(rgb, boxes, landmarks)])
+    (same_vectors, _), = embedder.embed_many([(rgb, boxes, landmarks)], [judged])
+    assert np.abs(np.array(own_vectors) - np.array(same_vectors)).max() <= TOLERANCE
+    flipped = [not d for d in judged]
+    (vectors, ladders), = embedder.embed_many([(rgb, boxes, landmarks)], [flipped])
+    plain = TorchDlibEmbedder().embed(rgb, boxes, landmarks)
+    for k, d in enumerate(flipped):
+        assert (ladders[k] is None) == d and (own_ladders[k] is None) == judged[k]
+        if not d:
+            assert np.abs(vectors[k] - plain[k]).max() <= TOLERANCE
+        else:
+            assert np.abs(vectors[k] - plain[k]).max() > 1e-3  # the tuned network moved it
+    with pytest.raises(ValueError, match="flags"):
+        embedder.embed_many([(rgb, boxes, landmarks)], [flipped[:1]])

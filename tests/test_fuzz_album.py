@@ -119,10 +119,10 @@ class RaisingOnTinyImages:
             _raise_like_dlib()
         return self.real.locate(rgb)
 
-    def describe(self, photos):
+    def describe(self, photos, degraded=None):
         if self.stage == "describe" and any(min(rgb.shape[:2]) < 10 for rgb, _ in photos):
             _raise_like_dlib()
-        return self.real.describe(photos)
+        return self.real.describe(photos, degraded)
 
     def __getattr__(self, name: str):  # search_more and the rest: the real analyzer's
         return getattr(self.real, name)

@@ -116,15 +116,18 @@ class PipelineAnalyzer:
             for b, p in zip(boxes, points)
         ]
 
-    def describe(self, photos: list[tuple[np.ndarray, list[DetectedFace]]]) -> list[list[DetectedFace]]:
+    def describe(self, photos: list[tuple[np.ndarray, list[DetectedFace]]],
+                 degraded: list[list[bool]] | None = None) -> list[list[DetectedFace]]:
         """Embeddings (and resolution ladders) of located faces: photos [(rgb, faces)] -> the same
         faces with them, per photo. An embedder with `embed_many` embeds every photo's faces in
-        one batch (dlib's torch network: about 4x the speed of a face at a time on a CPU)."""
+        one batch (dlib's torch network: about 4x the speed of a face at a time on a CPU);
+        degraded: per photo, per face, the caller's judgement of which faces are degraded,
+        passed on to it (None: it judges)."""
         items = [(rgb, [FaceBox(f.box, f.score, f.keypoints, f.detector) for f in faces],
                   [f.landmarks for f in faces]) for rgb, faces in photos]
         many = getattr(self.embedding_part, "embed_many", None)
         if many is not None:
-            results = many(items)
+            results = many(items, degraded)
         else:
             results = [(self.embedding_part.embed(*item) if item[1] else [], [None] * len(item[1])) for item in items]
         return [[replace(f, embedding=np.asarray(e, dtype=np.float32),

@@ -741,20 +741,25 @@ class TorchDlibEmbedder:
         """rgb: (H, W, 3) uint8 -> one (128,) float32 unit vector per face (its landmarks)."""
         return self.embed_many([(rgb, faces, landmarks)])[0][0]
 
-    def embed_many(self, photos: list[tuple[np.ndarray, list[FaceBox], list[np.ndarray]]]
-                   ) -> list[tuple[list[np.ndarray], list[np.ndarray | None]]]:
+    def embed_many(self, photos: list[tuple[np.ndarray, list[FaceBox], list[np.ndarray]]],
+                   degraded: list[list[bool]] | None = None) -> list[tuple[list[np.ndarray], list[np.ndarray | None]]]:
         """`embed` of several photos [(rgb, faces, landmarks)] in shared batches, and each face's
         `resolution_ladder` (len(LADDER_SCALES), 128) float32: for a face with real detail, by
         the degraded-face network; None for a degraded face, and for every face when there is no
-        degraded-face network. Returns per photo (unit vectors, ladders)."""
+        degraded-face network. degraded: per photo, per face, whether it is degraded, when the
+        caller has judged it already (`albumfix.faces.quality.lacks_detail` of its stored
+        detail); None: judged here (`is_degraded`). Returns per photo (unit vectors, ladders)."""
         from albumfix.faces.quality import is_degraded
 
         if not photos:
             return []
         counts = [len(landmarks) for _, _, landmarks in photos]
         chips = np.concatenate([face_chips(rgb, landmarks) for rgb, _, landmarks in photos])
-        tuned = np.array([self.degraded_weights is not None and is_degraded(rgb, lm)
-                          for rgb, _, landmarks in photos for lm in landmarks], bool)
+        if degraded is None:
+            degraded = [[is_degraded(rgb, lm) for lm in landmarks] for rgb, _, landmarks in photos]
+        tuned = np.array([self.degraded_weights is not None and bool(d) for flags in degraded for d in flags], bool)
+        if len(tuned) != len(chips):
+            raise ValueError(f"degraded has {len(tuned)} flags for {len(chips)} faces")
         out = np.empty((len(chips), DESCRIPTOR_SIZE), np.float32)
         for mask, weights in ((~tuned, None), (tuned, self.degraded_weights)):
             if mask.any():
