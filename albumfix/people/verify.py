@@ -37,7 +37,7 @@ the right person's exemplar, all right unless said:
   well); ratio 1.15: 45; 1.2: 41; margin 0.01: 45; the first wrong ones at ratio 1.05 with a
   margin of 0.0025 or less (53 faces, 3 wrong). Kept: the middle of the plateau. On a second
   album of those people (other photos, other damage: `build_albums(..., seed=1)`, 96 damaged
-  faces) the kept rule verifies 48, none wrong; the first wrong ones again at ratio 1.05;
+  faces) the kept rule verifies 48, none wrong; the first wrong ones again at ratio 1.05.
   These figures counted as witnesses only the compared faces (a person with one face clearly
   better than the query was refused as "seen once"). Counting every face in other photos, as
   now, verifies 52 and 50 on the two albums with one wrong on the second (a group of two faces
@@ -129,12 +129,13 @@ def verify_people(
     for v in range(1, views.shape[1]):
         np.minimum(dist, 1.0 - q @ views[:, v].T, out=dist)
     dist[same_photo] = np.inf
-    seen = (~same_photo).astype(np.int64) @ member.T.astype(np.int64)  # (Q, P) faces in other photos
     if allowed is not None:
         dist[~np.asarray(allowed, bool)] = np.inf
     per_person = np.full((len(queries), len(people)), np.inf)
-    compared = np.zeros((len(queries), len(people)), np.int64)  # faces averaged into per_person
+    seen = np.zeros((len(queries), len(people)), np.int64)  # the person's faces in other photos
+    compared = np.zeros((len(queries), len(people)), np.int64)  # of them, faces averaged into per_person
     for j in range(len(people)):
+        seen[:, j] = (~same_photo[:, member[j]]).sum(axis=1)
         d = np.sort(dist[:, member[j]], axis=1)[:, :cal.nearest]
         finite = np.isfinite(d)
         compared[:, j] = finite.sum(axis=1)
