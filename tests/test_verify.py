@@ -115,7 +115,7 @@ def test_a_person_counts_as_seen_by_all_its_faces_in_other_photos():
     v = album(d_a * cal.lone_ratio + 0.002)
     assert v.person == "A" and abs(v.distance - d_a) < 1e-9
     v = album(d_a * cal.lone_ratio - 0.002)  # passes the usual ratio, not the lone one
-    assert d_a * cal.ratio + cal.margin < d_a * cal.lone_ratio - 0.002
+    assert max(d_a * cal.ratio, d_a + cal.margin) < d_a * cal.lone_ratio - 0.002
     assert v.person is None and f"ratio {cal.lone_ratio:g}" in v.reason
     faces = np.stack([_at_distance(query, d_a, rng), _at_distance(query, 0.3, rng), _at_distance(query, 0.3, rng)])
     (v,) = verify_people(query[None], ["q"], faces, ["p1", "q", "p3"], ["A", "A", "B"])
