@@ -755,11 +755,15 @@ class TorchDlibEmbedder:
             return []
         counts = [len(landmarks) for _, _, landmarks in photos]
         chips = np.concatenate([face_chips(rgb, landmarks) for rgb, _, landmarks in photos])
-        if degraded is None:
-            degraded = [[is_degraded(rgb, lm) for lm in landmarks] for rgb, _, landmarks in photos]
-        tuned = np.array([self.degraded_weights is not None and bool(d) for flags in degraded for d in flags], bool)
-        if len(tuned) != len(chips):
-            raise ValueError(f"degraded has {len(tuned)} flags for {len(chips)} faces")
+        if degraded is not None:
+            tuned = np.array([bool(d) for flags in degraded for d in flags], bool)
+            if len(tuned) != len(chips):
+                raise ValueError(f"degraded has {len(tuned)} flags for {len(chips)} faces")
+        elif self.degraded_weights is not None:
+            tuned = np.array([is_degraded(rgb, lm) for rgb, _, landmarks in photos for lm in landmarks], bool)
+        else:  # one network for every face: nothing to judge
+            tuned = np.zeros(len(chips), bool)
+        tuned &= self.degraded_weights is not None
         out = np.empty((len(chips), DESCRIPTOR_SIZE), np.float32)
         for mask, weights in ((~tuned, None), (tuned, self.degraded_weights)):
             if mask.any():
