@@ -44,8 +44,10 @@ def test_benchmark_builds_truth_runs_the_cli_and_scores(identity_root, tmp_path)
     family = report["families"]["training"]
     assert family["faces"] == 1 and family["detected"] in (0.0, 1.0)
     assert np.isfinite(family["input"]["psnr"]) and 0 < family["input"]["identity"] < 2
+    assert 0 < family["input"]["judge"] < 2  # FaceNet distance of the damaged face to its truth
     for variant in ("product", "unguided"):
-        assert set(family[variant]) >= {"restored", "guided", "psnr_gain", "identity", "worse_identity"}
+        assert set(family[variant]) >= {"restored", "guided", "psnr_gain", "identity", "worse_identity",
+                                        "judge", "worse_judge"}
     assert family["unguided"]["guided"] == 0.0  # --exemplars 0: nothing guided
     assert report["grouping"]["faces"] >= 3 and report["grouping"]["precision"] == 1.0
     assert json.loads((work / "report.json").read_text())["families"].keys() == report["families"].keys()

@@ -24,8 +24,11 @@ and scores every damaged face in the output photos against its truth:
 - face-region PSNR (dB, RGB, inside the hull of the truth landmarks' jaw and lifted brows) and
   SSIM (luminance, over the face's bounding box) of input and outputs against the truth, and
   their gain over the input;
-- identity: Euclidean distance of unit dlib descriptors of the output and of the truth, both
-  at the truth landmarks; "worse" = the output is farther from the truth than the input;
+- identity, by two embedders: Euclidean distance of unit dlib descriptors of the output and of
+  the truth, both at the truth landmarks ("identity"), and the same with FaceNet
+  (`albumfix.train.judge`, "judge"), a network albumfix never uses, so that a gain that only
+  dlib sees is not counted as identity; "worse" = the output is farther from the truth than
+  the input, by each;
 - grouping on the album: pairwise precision and recall of the people found, over every face
   whose person is known.
 Faces that are not detected or not restored keep the input's pixels: they count with a zero gain.
@@ -284,20 +287,25 @@ def face_region(landmarks: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
 
 
 class _Scorer:
-    """Face-region PSNR / SSIM and dlib identity distance of photos against a truth photo."""
+    """Face-region PSNR / SSIM and identity distances (dlib, FaceNet) of photos against a truth."""
 
     def __init__(self) -> None:
         from albumfix.faces.backends.dlib_backend import DlibModels
+        from albumfix.train.judge import FaceNetJudge
 
         self.embedder = DlibModels.load().embedder()
+        self.judge = FaceNetJudge()
 
-    def descriptor(self, rgb: np.ndarray, face: TruthFace) -> np.ndarray:
+    def descriptors(self, rgb: np.ndarray, face: TruthFace) -> tuple[np.ndarray, np.ndarray]:
+        """(dlib (128,), FaceNet (512,) unit descriptor) of the face at its truth landmarks."""
         from albumfix.faces.backends import FaceBox
 
         box = FaceBox(tuple(face.box), 1.0, None, "truth")
-        return self.embedder.embed(rgb, [box], [np.asarray(face.landmarks, np.float32)])[0]
+        landmarks = np.asarray(face.landmarks, np.float32)
+        return self.embedder.embed(rgb, [box], [landmarks])[0], self.judge.embed(rgb, landmarks)
 
-    def measure(self, rgb: np.ndarray, truth: np.ndarray, face: TruthFace, truth_desc: np.ndarray) -> dict:
+    def measure(self, rgb: np.ndarray, truth: np.ndarray, face: TruthFace,
+                truth_desc: tuple[np.ndarray, np.ndarray]) -> dict:
         from albumfix.train.metrics import psnr, ssim_luma
 
         mask = face_region(np.asarray(face.landmarks), truth.shape)
@@ -305,7 +313,8 @@ class _Scorer:
         y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
         return {"psnr": psnr(rgb[mask], truth[mask]),
                 "ssim": ssim_luma(rgb[y0:y1, x0:x1], truth[y0:y1, x0:x1]) if min(y1 - y0, x1 - x0) > 12 else float("nan"),
-                "identity": float(np.linalg.norm(self.descriptor(rgb, face) - truth_desc))}
+                **{name: float(np.linalg.norm(mine - theirs)) for name, mine, theirs
+                   in zip(("identity", "judge"), self.descriptors(rgb, face), truth_desc)}}
 
 
 def _pairwise(labels: dict[str, str], truth: dict[str, str]) -> tuple[float, float]:
@@ -345,7 +354,7 @@ def score(work_dir: Path, photos: list[BenchPhoto], scan: dict, runs: dict[str, 
             out = work_dir / f"out-{v}" / photo.path
             images[v] = read_rgb(out) if out.exists() else images["input"]
         for k, face in enumerate(photo.faces):
-            truth_desc = scorer.descriptor(truth, face)
+            truth_desc = scorer.descriptors(truth, face)
             found = matched.get((photo.path, k))
             row = {"detected": found is not None,
                    "degraded": bool(found and found["action"] == "restore"),
@@ -380,18 +389,21 @@ def score(work_dir: Path, photos: list[BenchPhoto], scan: dict, runs: dict[str, 
 def _summarise(rows: dict[str, list], variants: list[str]) -> dict:
     """Means and shares of one family's per-face rows."""
     mean = lambda name: float(np.nanmean(np.asarray(rows[name], np.float64)))  # noqa: E731
-    inp = {m: np.asarray(rows[f"input.{m}"], np.float64) for m in ("psnr", "ssim", "identity")}
+    metrics = ("psnr", "ssim", "identity", "judge")
+    inp = {m: np.asarray(rows[f"input.{m}"], np.float64) for m in metrics}
     out = {"faces": len(rows["detected"]), "detected": mean("detected"), "degraded": mean("degraded"),
-           "input": {"psnr": mean("input.psnr"), "ssim": mean("input.ssim"), "identity": mean("input.identity")}}
+           "input": {m: mean(f"input.{m}") for m in metrics}}
     for v in variants:
-        values = {m: np.asarray(rows[f"{v}.{m}"], np.float64) for m in ("psnr", "ssim", "identity")}
+        values = {m: np.asarray(rows[f"{v}.{m}"], np.float64) for m in metrics}
         guided = np.asarray(rows[f"{v}.guided"], bool)
         out[v] = {"restored": mean(f"{v}.restored"), "guided": float(guided.mean()),
                   "right_person": float(np.asarray(rows[f"{v}.right_person"])[guided].mean()) if guided.any() else float("nan"),
                   "psnr_gain": float(np.mean(values["psnr"] - inp["psnr"])),
                   "ssim_gain": float(np.nanmean(values["ssim"] - inp["ssim"])),
                   "identity": float(values["identity"].mean()),
-                  "worse_identity": float(np.mean(values["identity"] > inp["identity"] + 1e-6))}
+                  "worse_identity": float(np.mean(values["identity"] > inp["identity"] + 1e-6)),
+                  "judge": float(values["judge"].mean()),
+                  "worse_judge": float(np.mean(values["judge"] > inp["judge"] + 1e-6))}
     return out
 
 
@@ -407,13 +419,14 @@ def report_table(report: dict) -> str:
         lines.append(f"\n[{family}] {r['faces']} damaged faces: detected {r['detected']:.0%}, "
                      f"judged degraded {r['degraded']:.0%}")
         lines.append(f"  {'variant':<9} {'restored':>8} {'guided':>7} {'right':>6} {'PSNR':>7} {'dPSNR':>6} "
-                     f"{'dSSIM':>7} {'ident':>6} {'worse':>6}")
+                     f"{'dSSIM':>7} {'dlib':>6} {'worse':>6} {'judge':>6} {'worse':>6}")
         i = r["input"]
-        lines.append(f"  {'input':<9} {'':>8} {'':>7} {'':>6} {i['psnr']:>7.2f} {'':>6} {'':>7} {i['identity']:>6.3f}")
+        lines.append(f"  {'input':<9} {'':>8} {'':>7} {'':>6} {i['psnr']:>7.2f} {'':>6} {'':>7} {i['identity']:>6.3f} "
+                     f"{'':>6} {i['judge']:>6.3f}")
         for v in report["variants"]:
             x = r[v]
             right = "-" if x["right_person"] != x["right_person"] else f"{x['right_person']:.0%}"
             lines.append(f"  {v:<9} {x['restored']:>8.0%} {x['guided']:>7.0%} {right:>6} "
                          f"{i['psnr'] + x['psnr_gain']:>7.2f} {x['psnr_gain']:>+6.2f} {x['ssim_gain']:>+7.4f} "
-                         f"{x['identity']:>6.3f} {x['worse_identity']:>6.0%}")
+                         f"{x['identity']:>6.3f} {x['worse_identity']:>6.0%} {x['judge']:>6.3f} {x['worse_judge']:>6.0%}")
     return "\n".join(lines)
