@@ -15,11 +15,12 @@ It restores the album once without the guard (`albumfix restore --no-guard`, the
 exemplars), then, for every restored damaged face, pastes that restoration at each strength of
 a ladder (a linear blend with the input inside the pasted region, as the paste-back does) and
 measures what the guard sees (identity distance to the exemplars that guided the face, or to the
-input when unguided; band sharpness) and what the user gets (face-region PSNR and dlib identity
-distance to the truth). Each rule of the grid (the reference gain a guided face must make, the
-self distance an unguided face may move, the sharpness ratio) then picks, per face, the first
-strength of STRENGTH_STEPS that passes, and is scored: mean PSNR gain over the input, share of
-faces farther from the truth than the input, mean identity distance.
+input when unguided; band sharpness) and what the user gets (face-region PSNR and identity
+distance to the truth, by dlib and by the FaceNet judge). Each rule of the grid (the reference
+gain a guided face must make, the self distance an unguided face may move, the sharpness ratio)
+then picks, per face, the first strength of STRENGTH_STEPS that passes, and is scored: mean PSNR
+gain over the input, share of faces farther from the truth than the input and mean identity
+distance, by each embedder.
 """
 from __future__ import annotations
 
@@ -35,7 +36,7 @@ from albumfix.album.index import AlbumIndex
 from albumfix.faces.backends import FaceBox, create_analyzer
 from albumfix.faces.quality import face_sharpness
 from albumfix.guard import STRENGTH_STEPS
-from albumfix.train.albums import _cli, _Scorer, load_manifest, match_faces, read_rgb
+from albumfix.train.albums import FaceScorer, _cli, load_manifest, match_faces, read_rgb
 
 LADDER = (1.0, 0.8, 0.6, 0.45, 0.3, 0.15, 0.0)
 
@@ -63,7 +64,7 @@ def measure_faces(work: Path) -> list[dict]:
     matched = match_faces(photos, run)
     rows = {r.face_id: r for r in AlbumIndex(out / ".albumfix" / "index.sqlite").faces()}
     embedder = create_analyzer("dlib", "dlib", device="cpu").embedding_part
-    scorer = _Scorer()
+    scorer = FaceScorer()
     faces = []
     for photo in photos:
         if not photo.family or not (out / photo.path).exists():
@@ -78,7 +79,7 @@ def measure_faces(work: Path) -> list[dict]:
             guides = info.get("fused") or ([info["exemplar"]] if info.get("guided") else [])
             refs = np.stack([rows[g].embedding for g in guides]) if guides else None
             box = FaceBox(tuple(row.box), 1.0, None, "truth")
-            truth_desc = scorer.descriptor(truth, face)
+            truth_desc = scorer.descriptors(truth, face)
             steps = {}
             for s in LADDER:
                 img = np.clip(np.round(lq + s * (restored - lq)), 0, 255).astype(np.uint8)
@@ -86,7 +87,7 @@ def measure_faces(work: Path) -> list[dict]:
                 m = scorer.measure(img, truth, face, truth_desc)
                 steps[s] = {"reference": float(np.mean(1 - refs @ e)) if refs is not None else None,
                             "self": float(1 - e @ row.embedding), "sharpness": face_sharpness(img, row.landmarks),
-                            "psnr": m["psnr"], "identity": m["identity"]}
+                            "psnr": m["psnr"], "identity": m["identity"], "judge": m["judge"]}
             faces.append({"guided": refs is not None, "steps": steps})
     return faces
 
@@ -105,9 +106,10 @@ def strength_chosen(face: dict, gain: float, self_distance: float, sharpness_rat
 def score_rule(faces: list[dict], gain: float, self_distance: float, sharpness_ratio: float) -> dict:
     chosen = [face["steps"][strength_chosen(face, gain, self_distance, sharpness_ratio)] for face in faces]
     before = [face["steps"][0.0] for face in faces]
+    worse = lambda m: float(np.mean([c[m] > b[m] + 1e-6 for c, b in zip(chosen, before)]))  # noqa: E731
     return {"psnr_gain": float(np.mean([c["psnr"] - b["psnr"] for c, b in zip(chosen, before)])),
-            "worse": float(np.mean([c["identity"] > b["identity"] + 1e-6 for c, b in zip(chosen, before)])),
-            "identity": float(np.mean([c["identity"] for c in chosen]))}
+            "worse": worse("identity"), "identity": float(np.mean([c["identity"] for c in chosen])),
+            "judge_worse": worse("judge"), "judge": float(np.mean([c["judge"] for c in chosen]))}
 
 
 def main() -> None:
@@ -122,12 +124,14 @@ def main() -> None:
             raise SystemExit(f"{args.work / name} is missing: build and scan the album first (module doc)")
     faces = measure_faces(args.work)
     print(f"{len(faces)} restored damaged faces, {sum(f['guided'] for f in faces)} guided; input identity "
-          f"{np.mean([f['steps'][0.0]['identity'] for f in faces]):.4f}")
-    print(f"{'gain':>6} {'self':>6} {'sharp':>5} {'dPSNR':>7} {'worse':>6} {'ident':>7}")
+          f"{np.mean([f['steps'][0.0]['identity'] for f in faces]):.4f}, judge "
+          f"{np.mean([f['steps'][0.0]['judge'] for f in faces]):.4f}")
+    print(f"{'gain':>6} {'self':>6} {'sharp':>5} {'dPSNR':>7} {'worse':>6} {'ident':>7} {'j-worse':>7} {'judge':>7}")
     grid = itertools.product(*(map(float, a.split(",")) for a in (args.gains, args.self_distances, args.sharpness_ratios)))
     for gain, self_distance, ratio in grid:
         r = score_rule(faces, gain, self_distance, ratio)
-        print(f"{gain:>6.3f} {self_distance:>6.3f} {ratio:>5.2f} {r['psnr_gain']:>+7.3f} {r['worse']:>6.1%} {r['identity']:>7.4f}")
+        print(f"{gain:>6.3f} {self_distance:>6.3f} {ratio:>5.2f} {r['psnr_gain']:>+7.3f} {r['worse']:>6.1%} "
+              f"{r['identity']:>7.4f} {r['judge_worse']:>7.1%} {r['judge']:>7.4f}")
 
 
 if __name__ == "__main__":

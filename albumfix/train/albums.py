@@ -286,7 +286,7 @@ def face_region(landmarks: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     return mask.astype(bool)
 
 
-class _Scorer:
+class FaceScorer:
     """Face-region PSNR / SSIM and identity distances (dlib, FaceNet) of photos against a truth."""
 
     def __init__(self) -> None:
@@ -331,7 +331,7 @@ def _pairwise(labels: dict[str, str], truth: dict[str, str]) -> tuple[float, flo
 
 def score(work_dir: Path, photos: list[BenchPhoto], scan: dict, runs: dict[str, dict]) -> dict:
     """Per-family figures of the runs (see the module docstring)."""
-    scorer = _Scorer()
+    scorer = FaceScorer()
     matched = match_faces(photos, scan)
     face_owner = {}  # face id -> (album path, truth face index) or (album path, None) for others
     for p in scan["photos"]:
