@@ -49,6 +49,19 @@ def test_benchmark_builds_truth_runs_the_cli_and_scores(identity_root, tmp_path)
         assert set(family[variant]) >= {"restored", "guided", "psnr_gain", "identity", "worse_identity",
                                         "judge", "worse_judge"}
     assert family["unguided"]["guided"] == 0.0  # --exemplars 0: nothing guided
+    paired = family["unguided"]["paired"]["psnr"]  # one face: the difference, no interval
+    assert paired["mean"] == pytest.approx(family["unguided"]["psnr_gain"] - family["product"]["psnr_gain"])
+    assert "paired" not in family["product"]
     assert report["grouping"]["faces"] >= 3 and report["grouping"]["precision"] == 1.0
     assert json.loads((work / "report.json").read_text())["families"].keys() == report["families"].keys()
     assert "[training]" in report_table(report)
+
+
+def test_paired_difference_is_the_mean_per_face_change_with_its_interval():
+    from albumfix.train.albums import paired_difference
+
+    a, b = np.array([1.0, 2.0, 3.0, 4.0]), np.array([0.5, 1.5, 3.5, 2.5])
+    d = paired_difference(a, b)  # differences 0.5, 0.5, -0.5, 1.5: mean 0.5, sd 0.8165
+    assert d["mean"] == pytest.approx(0.5)
+    assert d["high"] - d["mean"] == pytest.approx(1.96 * 0.8165 / 2, rel=1e-3)
+    assert d["mean"] - d["low"] == pytest.approx(d["high"] - d["mean"])

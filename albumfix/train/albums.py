@@ -29,6 +29,9 @@ and scores every damaged face in the output photos against its truth:
   (`albumfix.train.judge`, "judge"), a network albumfix never uses, so that a gain that only
   dlib sees is not counted as identity; "worse" = the output is farther from the truth than
   the input, by each;
+- each variant against the first (product) on the same faces: the mean per-face difference of
+  PSNR and of both identity distances with its 95 % interval ("paired"), the yardstick for
+  "guided beats unguided" and "K = 3 is at least as good as K = 1";
 - grouping on the album: pairwise precision and recall of the people found, over every face
   whose person is known.
 Faces that are not detected or not restored keep the input's pixels: they count with a zero gain.
@@ -404,7 +407,19 @@ def _summarise(rows: dict[str, list], variants: list[str]) -> dict:
                   "worse_identity": float(np.mean(values["identity"] > inp["identity"] + 1e-6)),
                   "judge": float(values["judge"].mean()),
                   "worse_judge": float(np.mean(values["judge"] > inp["judge"] + 1e-6))}
+        if v != variants[0]:
+            first = {m: np.asarray(rows[f"{variants[0]}.{m}"], np.float64) for m in ("psnr", "identity", "judge")}
+            out[v]["paired"] = {m: paired_difference(values[m], first[m]) for m in first}
     return out
+
+
+def paired_difference(a: np.ndarray, b: np.ndarray) -> dict:
+    """Per-face difference a - b of two runs on the same faces: mean and its 95 % interval
+    (normal approximation, mean +- 1.96 standard errors), so that a change between variants
+    can be told from the spread of the faces."""
+    d = np.asarray(a, np.float64) - np.asarray(b, np.float64)
+    half = 1.96 * d.std(ddof=1) / np.sqrt(len(d)) if len(d) > 1 else float("nan")
+    return {"mean": float(d.mean()), "low": float(d.mean() - half), "high": float(d.mean() + half)}
 
 
 def report_table(report: dict) -> str:
@@ -429,4 +444,8 @@ def report_table(report: dict) -> str:
             lines.append(f"  {v:<9} {x['restored']:>8.0%} {x['guided']:>7.0%} {right:>6} "
                          f"{i['psnr'] + x['psnr_gain']:>7.2f} {x['psnr_gain']:>+6.2f} {x['ssim_gain']:>+7.4f} "
                          f"{x['identity']:>6.3f} {x['worse_identity']:>6.0%} {x['judge']:>6.3f} {x['worse_judge']:>6.0%}")
+        for v in report["variants"][1:]:
+            d = r[v]["paired"]
+            lines.append(f"  {v} - {report['variants'][0]} per face (95 % interval): " + ", ".join(
+                f"{m} {d[m]['mean']:+.3f} [{d[m]['low']:+.3f}, {d[m]['high']:+.3f}]" for m in ("psnr", "identity", "judge")))
     return "\n".join(lines)
