@@ -12,7 +12,7 @@ length-delimited fields); the field numbers are those of tensorflow/core/framewo
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -68,6 +68,11 @@ def _packed_ints(values: list) -> list[int]:
     return out
 
 
+def _packed_floats(values: list[bytes]) -> list[float]:
+    """Repeated float fields, packed (one bytes value) or not (4 bytes each)."""
+    return [x for v in values for x in struct.unpack(f"<{len(v) // 4}f", v)]
+
+
 def _tensor(buf: bytes) -> np.ndarray:
     """A TensorProto -> array (dtype 1, shape 2 (dim 2, size 1), tensor_content 4, float_val 5,
     int_val 7, int64_val 10; a single value fills the whole shape)."""
@@ -80,7 +85,7 @@ def _tensor(buf: bytes) -> np.ndarray:
     if content is not None:
         return np.frombuffer(content, dtype).reshape(shape).copy()
     if dtype == np.float32:
-        vals = [x for n, v in fields if n == 5 for x in struct.unpack(f"<{len(v) // 4}f", v)]
+        vals = _packed_floats([v for n, v in fields if n == 5])
     else:
         vals = _packed_ints([v for n, v in fields if n in (7, 10)])
     arr = np.asarray(vals, dtype)
@@ -94,8 +99,7 @@ def _attr(buf: bytes):
     if number == 1:
         items = wire_fields(value)
         ints = _packed_ints([v for n, v in items if n == 3])
-        floats = [x for n, v in items if n == 4 for x in struct.unpack(f"<{len(v) // 4}f", v)]
-        return ints or floats
+        return ints or _packed_floats([v for n, v in items if n == 4])
     if number == 2:
         return value.decode()
     if number == 4:
@@ -159,14 +163,12 @@ class TFGraph(torch.nn.Module):
 
     def __init__(self, nodes: list[Node], output: str | None = None) -> None:
         super().__init__()
-        self.nodes = {n.name: n for n in nodes}
+        self.consts = {n.name: torch.from_numpy(n.attrs["value"]) for n in nodes if n.op == "Const"}
+        # the nodes without their arrays, so that the weights are held once (as consts)
+        self.nodes = {n.name: replace(n, attrs={k: v for k, v in n.attrs.items() if k != "value"}) for n in nodes}
         self.output = output or nodes[-1].name
         self.input = next(n.name for n in nodes if n.op == "Placeholder")
         self.order = self._topological(self.output)
-        self.consts: dict[str, torch.Tensor] = {}
-        for n in nodes:
-            if n.op == "Const":
-                self.consts[n.name] = torch.from_numpy(n.attrs["value"])
         for w in {n.inputs[1] for n in nodes if n.op == "Conv2D"}:  # filters: HWIO -> torch's OIHW
             self.consts[w] = self.consts[w].permute(3, 2, 0, 1).contiguous()
         for op in {self.nodes[k].op for k in self.order} - set(self._OPS) - {"Const", "Placeholder"}:
