@@ -20,7 +20,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from albumfix.train.albums import FaceScorer, face_region, load_manifest
+from albumfix.train.albums import FaceScorer, face_region, farther_share, load_manifest
 from albumfix.train.dataset import read_rgb
 
 FILTERS = {
@@ -63,8 +63,10 @@ def main() -> None:
     print(f"{'method':<10} {'dPSNR':>6} {'dlib':>6} {'worse':>6} {'judge':>6} {'worse':>6}")
     for name, faces in rows.items():
         gain = np.mean([f["psnr"] - b["psnr"] for f, b in zip(faces, base)])
-        cols = [f"{np.mean([f[m] for f in faces]):>6.3f} {np.mean([f[m] > b[m] + 1e-6 for f, b in zip(faces, base)]):>6.0%}"
-                for m in ("identity", "judge")]
+        cols = []
+        for m in ("identity", "judge"):
+            after, before = [f[m] for f in faces], [b[m] for b in base]
+            cols.append(f"{np.mean(after):>6.3f} {farther_share(after, before):>6.0%}")
         print(f"{name:<10} {gain:>+6.2f} {' '.join(cols)}")
 
 

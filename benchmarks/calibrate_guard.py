@@ -36,7 +36,7 @@ from albumfix.album.index import AlbumIndex
 from albumfix.faces.backends import FaceBox, create_analyzer
 from albumfix.faces.quality import face_sharpness
 from albumfix.guard import STRENGTH_STEPS
-from albumfix.train.albums import FaceScorer, _cli, load_manifest, match_faces, read_rgb
+from albumfix.train.albums import FaceScorer, _cli, farther_share, load_manifest, match_faces, read_rgb
 
 LADDER = (1.0, 0.8, 0.6, 0.45, 0.3, 0.15, 0.0)
 
@@ -106,7 +106,7 @@ def strength_chosen(face: dict, gain: float, self_distance: float, sharpness_rat
 def score_rule(faces: list[dict], gain: float, self_distance: float, sharpness_ratio: float) -> dict:
     chosen = [face["steps"][strength_chosen(face, gain, self_distance, sharpness_ratio)] for face in faces]
     before = [face["steps"][0.0] for face in faces]
-    worse = lambda m: float(np.mean([c[m] > b[m] + 1e-6 for c, b in zip(chosen, before)]))  # noqa: E731
+    worse = lambda m: farther_share([c[m] for c in chosen], [b[m] for b in before])  # noqa: E731
     return {"psnr_gain": float(np.mean([c["psnr"] - b["psnr"] for c, b in zip(chosen, before)])),
             "worse": worse("identity"), "identity": float(np.mean([c["identity"] for c in chosen])),
             "judge_worse": worse("judge"), "judge": float(np.mean([c["judge"] for c in chosen]))}
