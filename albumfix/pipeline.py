@@ -44,8 +44,9 @@ log = logging.getLogger("albumfix")
 
 INDEX_DIR = ".albumfix"
 ANALYSIS_FIELDS = ("faces", "landmarks", "models_dir", "upsample", "cnn_fallback", "max_megapixels")
-ANALYSIS_VERSION = 4  # bump when what analysis computes changes (2: edge detail, equalised HOG retry;
-# 3: denoised HOG retry, a second search in damaged photos; 4: resolution ladders of sharp faces)
+ANALYSIS_VERSION = 5  # bump when what analysis computes changes (2: edge detail, equalised HOG retry;
+# 3: denoised HOG retry, a second search in damaged photos; 4: resolution ladders of sharp faces;
+# 5: CNN on a non-local-means copy, CNN in the search of a damaged photo with room for a face)
 RESTORE_FIELDS = ("model", "weights", "strength", "precision", "guard")
 # Analysis embeds the faces of up to this many photos (decoded pixels: bytes) in one batch: dlib's
 # torch network runs about 4x faster per face at batch 24 than at 1 on a CPU.

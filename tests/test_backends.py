@@ -103,6 +103,84 @@ def test_scan_searches_a_damaged_photo_again_and_stores_both_faces(tmp_path):
     assert sorted(f["box"][0] >= split_x - 10 for f in faces) == [False, True]
 
 
+def test_a_blotchy_noisy_face_is_found_by_the_cnn_on_the_non_local_means_copy():
+    """Training damage (seed 11) leaves noise enlarged into blotches: every HOG pass and the CNN
+    on the photo miss the face; the CNN on the non-local-means copy finds it where the clean
+    photo has it."""
+    from albumfix.album.imageio import decode
+    from albumfix.degrade import apply_photo_damage, sample_photo_damage
+    from albumfix.faces.backends.dlib_backend import DENOISED_CNN_MIN_SCORE, DlibModels, nl_means_denoised
+
+    detector = DlibModels.load().detector()
+    rgb = decode(SAMPLE_ALBUM / "2009" / "podium.jpg").rgb8()
+    rgb = cv2.resize(rgb, (250, 250 * rgb.shape[0] // rgb.shape[1]), interpolation=cv2.INTER_AREA)
+    damaged = apply_photo_damage(rgb, sample_photo_damage(np.random.default_rng(11), "training"))[0]
+    assert not (detector.detect_hog(damaged) or any(detector.detect_hog(v, 2) for v in detector._retries(damaged))
+                or detector.detect_cnn(damaged))
+    found = detector.detect(damaged)
+    (truth,) = detector.detect(rgb)
+    assert len(found) == 1 and found[0].detector == "dlib_cnn" and found[0].score >= DENOISED_CNN_MIN_SCORE
+    assert iou(found[0].box, truth.box) >= 0.5
+    assert found[0].box == detector.detect_cnn(damaged, nl_means_denoised)[0].box
+
+
+def test_a_face_found_only_on_the_denoised_copy_needs_the_confidence_floor(monkeypatch):
+    """A weak box of the denoised CNN pass (the kind a windmill gave on a real old photo) is
+    dropped; the same box at the floor is kept."""
+    from albumfix.faces.backends import FaceBox
+    from albumfix.faces.backends.dlib_backend import DENOISED_CNN_MIN_SCORE, DlibModels
+
+    detector = DlibModels.load().detector()
+    flat = np.full((200, 200, 3), 128, np.uint8)
+    for score, kept in [(DENOISED_CNN_MIN_SCORE - 0.01, 0), (DENOISED_CNN_MIN_SCORE, 1)]:
+        box = FaceBox(box=(50.0, 50.0, 150.0, 150.0), score=score, keypoints=None, detector="dlib_cnn")
+        monkeypatch.setattr(detector, "detect_cnn", lambda rgb, prepare=None, box=box: [] if prepare is None else [box])
+        assert len(detector.detect(flat)) == kept
+
+
+def test_room_for_face_sees_space_for_another_face_beside_but_not_around_a_portrait():
+    from albumfix.faces.backends import FaceBox
+    from albumfix.faces.backends.dlib_backend import room_for_face
+
+    def box(x0, y0, x1, y1):
+        return FaceBox(box=(x0, y0, x1, y1), score=1.0, keypoints=None, detector="dlib_hog")
+
+    portrait = box(67, 80, 175, 187)  # an LFW photo's face: 108 px in 250 x 250
+    assert not room_for_face((250, 250, 3), [portrait])
+    assert room_for_face((250, 500, 3), [portrait])  # a second portrait beside it, not yet found
+    assert not room_for_face((250, 500, 3), [portrait, box(317, 80, 425, 187)])  # two portraits side by side
+    assert room_for_face((2000, 3000, 3), [box(100, 100, 160, 160)])  # one small face of a group
+    assert not room_for_face((250, 250, 3), [])
+
+
+def test_search_runs_the_cnn_where_there_is_room_and_finds_a_turned_face_hog_misses(astronaut, monkeypatch):
+    """An upright face HOG finds beside the same face turned 50 degrees, which only the CNN
+    finds: search returns the turned one; in a photo with no room the CNN does not run."""
+    from albumfix.faces.backends.dlib_backend import DlibModels
+
+    rot = cv2.getRotationMatrix2D((256.0, 256.0), 50.0, 1.0)
+    turned = cv2.resize(cv2.warpAffine(astronaut, rot, (512, 512), borderMode=cv2.BORDER_REFLECT), (360, 360),
+                        interpolation=cv2.INTER_AREA)
+    upright = cv2.resize(astronaut, (360, 360), interpolation=cv2.INTER_AREA)
+    photo = np.concatenate([upright, turned], axis=1)
+    detector = DlibModels.load().detector(upsample=0)
+    found = detector.detect_hog(photo)
+    assert len(found) == 1 and found[0].box[2] <= 360
+    calls = []
+    real_cnn = detector.detect_cnn
+    monkeypatch.setattr(detector, "detect_cnn", lambda rgb, prepare=None: calls.append(rgb.shape) or real_cnn(rgb, prepare))
+    more = detector.search(photo, found)
+    centre = cv2.transform(np.array([[[220.0, 121.0]]]), rot)[0, 0] * 360 / 512 + (360, 0)
+    assert len(calls) == 1 and len(more) == 1 and more[0].detector == "dlib_cnn"
+    x0, y0, x1, y1 = more[0].box
+    assert x0 < centre[0] < x1 and y0 < centre[1] < y1
+    x0, y0, x1, y1 = found[0].box
+    pad = 0.3 * (x1 - x0)
+    close_up = upright[max(0, int(y0 - pad)):int(y1 + pad), max(0, int(x0 - pad)):int(x1 + pad)]
+    face = detector.detect_hog(close_up)
+    assert len(face) == 1 and detector.search(close_up, face) == [] and len(calls) == 1
+
+
 def test_dlib_mirrored_photo_gives_mirrored_landmarks_and_same_identity(dlib_analyzer, astronaut):
     face = max(dlib_analyzer.analyse(astronaut), key=lambda f: f.score)
     mirrored = max(dlib_analyzer.analyse(astronaut[:, ::-1]), key=lambda f: f.score)
