@@ -103,6 +103,15 @@ def test_scan_searches_a_damaged_photo_again_and_stores_both_faces(tmp_path):
     assert sorted(f["box"][0] >= split_x - 10 for f in faces) == [False, True]
 
 
+def turned_astronaut(astronaut: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """skimage's astronaut turned 50 degrees, 360 x 360: a face HOG misses and the CNN finds.
+    Returns (photo (360, 360, 3) uint8, the face centre (x, y) px in it)."""
+    rot = cv2.getRotationMatrix2D((256.0, 256.0), 50.0, 1.0)
+    turned = cv2.warpAffine(astronaut, rot, (512, 512), borderMode=cv2.BORDER_REFLECT)
+    centre = cv2.transform(np.array([[[220.0, 121.0]]]), rot)[0, 0] * 360 / 512
+    return cv2.resize(turned, (360, 360), interpolation=cv2.INTER_AREA), centre
+
+
 def test_a_blotchy_noisy_face_is_found_by_the_cnn_on_the_non_local_means_copy():
     """Training damage (seed 11) leaves noise enlarged into blotches: every HOG pass and the CNN
     on the photo miss the face; the CNN on the non-local-means copy finds it where the clean
@@ -158,9 +167,7 @@ def test_search_runs_the_cnn_where_there_is_room_and_finds_a_turned_face_hog_mis
     finds: search returns the turned one; in a photo with no room the CNN does not run."""
     from albumfix.faces.backends.dlib_backend import DlibModels
 
-    rot = cv2.getRotationMatrix2D((256.0, 256.0), 50.0, 1.0)
-    turned = cv2.resize(cv2.warpAffine(astronaut, rot, (512, 512), borderMode=cv2.BORDER_REFLECT), (360, 360),
-                        interpolation=cv2.INTER_AREA)
+    turned, centre = turned_astronaut(astronaut)
     upright = cv2.resize(astronaut, (360, 360), interpolation=cv2.INTER_AREA)
     photo = np.concatenate([upright, turned], axis=1)
     detector = DlibModels.load().detector(upsample=0)
@@ -170,7 +177,7 @@ def test_search_runs_the_cnn_where_there_is_room_and_finds_a_turned_face_hog_mis
     real_cnn = detector.detect_cnn
     monkeypatch.setattr(detector, "detect_cnn", lambda rgb, prepare=None: calls.append(rgb.shape) or real_cnn(rgb, prepare))
     more = detector.search(photo, found)
-    centre = cv2.transform(np.array([[[220.0, 121.0]]]), rot)[0, 0] * 360 / 512 + (360, 0)
+    centre = centre + (360, 0)  # the turned face, in the right half
     assert len(calls) == 1 and len(more) == 1 and more[0].detector == "dlib_cnn"
     x0, y0, x1, y1 = more[0].box
     assert x0 < centre[0] < x1 and y0 < centre[1] < y1
@@ -200,15 +207,11 @@ def test_faces_come_sorted_top_to_bottom(dlib_analyzer, astronaut):
 
 
 def test_cnn_fallback_runs_only_when_hog_finds_nothing(astronaut, tmp_path):
-    angle = 50.0
-    rot = cv2.getRotationMatrix2D((256.0, 256.0), angle, 1.0)
-    turned = cv2.warpAffine(astronaut, rot, (512, 512), borderMode=cv2.BORDER_REFLECT)
-    turned = cv2.resize(turned, (360, 360), interpolation=cv2.INTER_AREA)
+    turned, centre = turned_astronaut(astronaut)
     hog_only = create_analyzer(faces="dlib", landmarks="dlib", models_dir=str(tmp_path), upsample=0, cnn_fallback=False)
     with_cnn = create_analyzer(faces="dlib", landmarks="dlib", models_dir=str(tmp_path), upsample=0, cnn_fallback=True)
     assert hog_only.analyse(turned) == []
     found = with_cnn.analyse(turned)
-    centre = cv2.transform(np.array([[[220.0, 121.0]]]), rot)[0, 0] * 360 / 512  # the face centre, rotated
     assert len(found) == 1 and found[0].detector == "dlib_cnn"
     x0, y0, x1, y1 = found[0].box
     assert x0 < centre[0] < x1 and y0 < centre[1] < y1
