@@ -30,6 +30,12 @@ Whole-photo damage families (`PHOTO_FAMILIES`, `sample_photo_damage` / `apply_ph
   upscale, scanner blur, JPEG 85-95) - nothing of it is in training;
 - "web-thumbnail": a strong downscale (x3-x6), JPEG q20-50 with 4:2:0 chroma subsampling,
   re-saved a second time at q20-50, upscaled back for viewing - not in training either.
+A probe family (`PROBE_FAMILIES`), never in training and never looked at while tuning, for a
+benchmark album of damage nobody here has seen the results of:
+- "phone-snap": a print photographed with a phone in a room: a tone, uneven light and a glare
+  patch (the look), a defocused lens (disk blur), a small sensor (area downscale x1.5-x3) with
+  luma and blotchy chroma noise, the phone's own processing (edge-preserving smoothing, then an
+  unsharp mask that leaves halos), JPEG q60-85 with 4:2:0, shown enlarged back.
 """
 from __future__ import annotations
 
@@ -411,6 +417,7 @@ def degrade(image: np.ndarray, rng: np.random.Generator,
 
 # --- whole-photo damage families (the album benchmark) ------------------------------------------
 PHOTO_FAMILIES = ("training", "aged-print", "web-thumbnail")
+PROBE_FAMILIES = ("phone-snap",)
 
 
 @dataclass(frozen=True)
@@ -444,14 +451,41 @@ class WebThumbnail:
 
 
 @dataclass(frozen=True)
+class PhoneSnap:
+    """A print photographed with a phone. tone in TONES; light: brightness falloff across the
+    photo (0-1) along direction angle (radians); glare: additive haze (0-255) of a Gaussian patch
+    at glare_xy (fractions of width, height) with sigma glare_size (fraction of the diagonal);
+    defocus: disk blur radius px at photo size; sensor_scale: area downscale (>= 1); luma_noise,
+    chroma_noise: std (0-255) at sensor size, the chroma field blurred by 1.5 px (blotches), seed
+    its fields; smooth: bilateral range sigma of the phone's denoising; sharpen: unsharp-mask
+    amount (radius 1.2 px at sensor size); jpeg: quality (4:2:0)."""
+
+    tone: str
+    light: float
+    angle: float
+    glare: float
+    glare_xy: tuple[float, float]
+    glare_size: float
+    defocus: float
+    sensor_scale: float
+    luma_noise: float
+    chroma_noise: float
+    seed: int
+    smooth: float
+    sharpen: float
+    jpeg: int
+
+
+@dataclass(frozen=True)
 class PhotoDamage:
-    """One sampled whole-photo damage of a family in PHOTO_FAMILIES; exactly one of `crop_model`
-    (family "training"), `aged` and `thumbnail` is set."""
+    """One sampled whole-photo damage of a family in PHOTO_FAMILIES or PROBE_FAMILIES; exactly
+    one of `crop_model` (family "training"), `aged`, `thumbnail` and `phone` is set."""
 
     family: str
     crop_model: Degradation | None = None
     aged: AgedPrint | None = None
     thumbnail: WebThumbnail | None = None
+    phone: PhoneSnap | None = None
 
 
 def sample_photo_damage(rng: np.random.Generator, family: str) -> PhotoDamage:
@@ -473,7 +507,17 @@ def sample_photo_damage(rng: np.random.Generator, family: str) -> PhotoDamage:
             scale=_log_uniform(rng, (3.0, 6.0)), interp=(cv2.INTER_AREA, cv2.INTER_LINEAR)[int(rng.integers(0, 2))],
             jpeg1=int(rng.integers(20, 51)), jpeg2=int(rng.integers(20, 51)),
             interp_up=(cv2.INTER_LINEAR, cv2.INTER_CUBIC)[int(rng.integers(0, 2))]))
-    raise ValueError(f"unknown damage family {family!r}; choose from {PHOTO_FAMILIES}")
+    if family == "phone-snap":
+        glare = _uniform(rng, (20.0, 70.0)) if rng.random() < 0.6 else 0.0
+        return PhotoDamage(family, phone=PhoneSnap(
+            tone=TONES[int(rng.choice(3, p=(0.5, 0.25, 0.25)))], light=_uniform(rng, (0.1, 0.35)),
+            angle=_uniform(rng, (0.0, 2 * math.pi)), glare=glare,
+            glare_xy=(_uniform(rng, (0.1, 0.9)), _uniform(rng, (0.1, 0.9))), glare_size=_uniform(rng, (0.1, 0.3)),
+            defocus=_uniform(rng, (1.0, 3.0)), sensor_scale=_log_uniform(rng, (1.5, 3.0)),
+            luma_noise=_uniform(rng, (2.0, 6.0)), chroma_noise=_uniform(rng, (4.0, 10.0)),
+            seed=int(rng.integers(0, 2**31 - 1)), smooth=_uniform(rng, (15.0, 40.0)),
+            sharpen=_uniform(rng, (0.5, 1.5)), jpeg=int(rng.integers(60, 86))))
+    raise ValueError(f"unknown damage family {family!r}; choose from {PHOTO_FAMILIES + PROBE_FAMILIES}")
 
 
 def _vignette(shape: tuple[int, ...], strength: float) -> np.ndarray:
@@ -489,6 +533,47 @@ def _aged_look(image: np.ndarray, a: AgedPrint) -> np.ndarray:
     x = apply_tone(image, a.tone).astype(np.float32)
     x = _fade(x, a.fade, float(x.mean())) * _vignette(x.shape, a.vignette)
     return apply_tone(_to_uint8(x), "gray").astype(np.float32) if a.tone == "gray" else x
+
+
+def disk_kernel(radius: float) -> np.ndarray:
+    """(k, k) float32 kernel of a defocused lens: a disk of `radius` px (edge pixels weighted by
+    their covered share, 4x supersampled), summing to 1."""
+    k = 2 * int(math.ceil(radius - 0.5)) + 1  # the pixels the disk reaches
+    fine = (np.arange(4 * k) + 0.5) / 4.0 - k / 2.0  # 4 sample positions per pixel, centred
+    inside = (fine[:, None] ** 2 + fine[None, :] ** 2 <= radius**2).astype(np.float32)
+    kernel = inside.reshape(k, 4, k, 4).sum(axis=(1, 3))
+    return kernel / kernel.sum()
+
+
+def _phone_look(image: np.ndarray, p: PhoneSnap) -> np.ndarray:
+    """Tone, uneven light and glare of a print photographed in a room: (H, W, 3) uint8 ->
+    float32 0-255."""
+    x = apply_tone(image, p.tone).astype(np.float32)
+    h, w = x.shape[:2]
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    along = ((xx / w - 0.5) * math.cos(p.angle) + (yy / h - 0.5) * math.sin(p.angle)) / math.sqrt(0.5)
+    x = x * (1.0 - p.light * (along + 1.0) / 2.0)[..., None]
+    if p.glare > 0:
+        sigma = p.glare_size * math.hypot(h, w)
+        d2 = (xx - p.glare_xy[0] * w) ** 2 + (yy - p.glare_xy[1] * h) ** 2
+        x = x + (p.glare * np.exp(-d2 / (2 * sigma**2)))[..., None]
+    return x
+
+
+def _phone_capture(look: np.ndarray, p: PhoneSnap, shape: tuple[int, ...]) -> np.ndarray:
+    """The phone's capture of a print's look (H, W, 3) float32 0-255 -> (H, W, 3) uint8 at the
+    photo's size `shape`."""
+    x = cv2.filter2D(look, -1, disk_kernel(p.defocus), borderType=cv2.BORDER_REFLECT)
+    x = _resize(x, _scaled(shape, p.sensor_scale), cv2.INTER_AREA)
+    rng = np.random.default_rng(p.seed)
+    chroma = cv2.GaussianBlur(rng.normal(0.0, 1.0, x.shape).astype(np.float32), (0, 0), 1.5)
+    chroma *= p.chroma_noise / max(float(chroma.std()), 1e-6)
+    chroma -= chroma.mean(axis=2, keepdims=True)  # colour only: the channels' noise sums to 0
+    x = x + chroma + rng.normal(0.0, p.luma_noise, x.shape[:2] + (1,)).astype(np.float32)
+    x = cv2.bilateralFilter(np.clip(x, 0, 255).astype(np.float32), 5, p.smooth, 3.0)
+    x = x + p.sharpen * (x - cv2.GaussianBlur(x, (0, 0), 1.2))
+    small = _jpeg_420(_to_uint8(x), p.jpeg)
+    return _to_uint8(_resize(small.astype(np.float32), shape[:2], cv2.INTER_CUBIC))
 
 
 def _jpeg_420(x: np.ndarray, quality: int) -> np.ndarray:
@@ -518,6 +603,13 @@ def apply_photo_damage(image: np.ndarray, damage: PhotoDamage) -> tuple[np.ndarr
         truth = _to_uint8(look)
         if a.tone == "gray":
             damaged = apply_tone(damaged, "gray")
+        return damaged, truth
+    if damage.phone is not None:
+        p = damage.phone
+        look = _phone_look(image, p)
+        damaged, truth = _phone_capture(look, p, image.shape), _to_uint8(look)
+        if p.tone == "gray":
+            return apply_tone(damaged, "gray"), truth
         return damaged, truth
     t = damage.thumbnail
     small = _jpeg_420(_to_uint8(_resize(image.astype(np.float32), _scaled(image.shape, t.scale), t.interp)), t.jpeg1)

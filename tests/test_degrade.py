@@ -9,12 +9,14 @@ import pytest
 
 from albumfix.degrade import (
     PHOTO_FAMILIES,
+    PROBE_FAMILIES,
     DegradationConfig,
     apply_degradation,
     apply_look,
     apply_photo_damage,
     apply_tone,
     degrade,
+    disk_kernel,
     gaussian_kernel,
     get_preset,
     motion_kernel,
@@ -116,7 +118,7 @@ def test_rejects_wrong_input():
         get_preset("nope")
 
 
-@pytest.mark.parametrize("family", PHOTO_FAMILIES)
+@pytest.mark.parametrize("family", PHOTO_FAMILIES + PROBE_FAMILIES)
 def test_photo_damage_keeps_size_and_look_and_is_seeded(family):
     photo = cv2.resize(synthetic_face(96, seed=4), (150, 110), interpolation=cv2.INTER_CUBIC)
     damage = sample_photo_damage(np.random.default_rng(11), family)
@@ -151,6 +153,31 @@ def test_aged_print_truth_has_the_tone_and_vignette():
     centre, corner = truth[60, 80].astype(int), truth[2, 2].astype(int)
     assert centre.sum() > corner.sum()  # vignette darkens the corners
     assert centre[0] > centre[2]  # sepia: red above blue
+
+
+def test_disk_kernel_is_a_round_normalised_lens():
+    k = disk_kernel(2.7)
+    assert k.shape == (7, 7) and abs(k.sum() - 1) < 1e-6
+    assert np.allclose(k, k.T) and np.allclose(k, k[::-1]) and np.allclose(k, k[:, ::-1])
+    assert k[3, 3] == k.max() and k[3, 0] > 0 and k[0, 0] == 0  # the corners lie outside the disk
+
+
+def test_phone_snap_truth_has_the_light_and_glare_and_gray_stays_gray():
+    photo = np.full((120, 160, 3), 150, np.uint8)
+    for seed in range(40):
+        damage = sample_photo_damage(np.random.default_rng(seed), "phone-snap")
+        if damage.phone.tone == "gray" and damage.phone.glare > 0:
+            break
+    damaged, truth = apply_photo_damage(photo, damage)
+    p = damage.phone
+    assert truth.std() > 3  # uneven light and glare are the look: the truth carries them
+    gy, gx = int(p.glare_xy[1] * 119), int(p.glare_xy[0] * 159)
+    assert truth[gy, gx].mean() > np.median(truth)  # the glare patch is brighter
+    # a gray print stays gray through the colour noise of the sensor
+    assert np.array_equal(damaged[..., 0], damaged[..., 1]) and np.array_equal(damaged[..., 1], damaged[..., 2])
+    # the light falloff survives the capture: damaged and truth agree at low frequencies
+    blur = lambda x: cv2.GaussianBlur(x.astype(np.float32), (0, 0), 8.0)  # noqa: E731
+    assert np.abs(blur(damaged) - blur(truth))[20:-20, 20:-20].max() < 6
 
 
 def test_unknown_family_is_refused():
