@@ -574,6 +574,7 @@ def evaluate_command(
     data: Annotated[Optional[list[Path]], typer.Option("--data", help="With --albums: identity folders ROOT/<person>/*.jpg [default: ../shared/data/faces/celeba and lfw].")] = None,
     people: Annotated[Optional[int], typer.Option("--people", min=1, help="With --albums: at most this many held-out people [default: all].")] = None,
     code: Annotated[Optional[Path], typer.Option("--code", help="With --albums: run the albumfix of this checkout (before/after comparisons).")] = None,
+    families: Annotated[Optional[list[str]], typer.Option("--family", help="With --albums, for a new album: its damage families, in turn [default: training, aged-print, web-thumbnail; also: phone-snap].")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """PSNR, SSIM and identity distance on held-out people for the degraded input, the model
@@ -586,7 +587,12 @@ def evaluate_command(
         from albumfix.train.albums import build_albums, report_table, run_benchmark
 
         roots = data or [Path("../shared/data/faces/celeba"), Path("../shared/data/faces/lfw")]
-        build_albums(roots, albums, people=people)
+        from albumfix.degrade import PHOTO_FAMILIES, PROBE_FAMILIES
+
+        unknown = sorted(set(families or ()) - set(PHOTO_FAMILIES + PROBE_FAMILIES))
+        if unknown:
+            _fail(UsageError(f"unknown damage family {unknown[0]!r}; choose from {', '.join(PHOTO_FAMILIES + PROBE_FAMILIES)}"))
+        build_albums(roots, albums, people=people, families=families or PHOTO_FAMILIES)
         result = run_benchmark(albums, code=code.resolve() if code else None)
         typer.echo(json.dumps(result, indent=2) if as_json else report_table(result))
         return

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
+from albumfix.errors import EXIT_USAGE
 from conftest import SAMPLE_ALBUM
 
 
@@ -55,6 +56,25 @@ def test_benchmark_builds_truth_runs_the_cli_and_scores(identity_root, tmp_path)
     assert report["grouping"]["faces"] >= 3 and report["grouping"]["precision"] == 1.0
     assert json.loads((work / "report.json").read_text())["families"].keys() == report["families"].keys()
     assert "[training]" in report_table(report)
+
+
+def test_probe_album_takes_the_families_asked_for(identity_root, tmp_path):
+    from albumfix.train.albums import build_albums
+
+    photos = build_albums([identity_root], tmp_path / "probe", val_fraction=1.0, families=("phone-snap",))
+    damaged = [p for p in photos if p.family]
+    assert [p.family for p in damaged] == ["phone-snap"] and damaged[0].path.endswith("damaged-phone-snap.png")
+    assert (tmp_path / "probe" / "album" / damaged[0].path).exists()
+
+
+def test_eval_refuses_an_unknown_damage_family(tmp_path):
+    from typer.testing import CliRunner
+
+    from albumfix.cli import app
+
+    result = CliRunner().invoke(app, ["eval", "--albums", str(tmp_path / "bench"), "--family", "polaroid"])
+    assert result.exit_code == EXIT_USAGE and "polaroid" in result.output
+    assert not (tmp_path / "bench").exists()
 
 
 def test_paired_difference_is_the_mean_per_face_change_with_its_interval():

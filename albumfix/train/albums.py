@@ -2,7 +2,8 @@
 
 `build_albums` makes, from identity folders `ROOT/<person>/*.jpg` (the people of the held-out
 split only, `person_split`), one album of whole photos: for every person one damaged photo (the
-damage families of `albumfix.degrade.PHOTO_FAMILIES` in turn) and 3-5 of their other photos as
+damage families of `albumfix.degrade.PHOTO_FAMILIES` in turn, or the chosen `families`, e.g. the
+probe family "phone-snap" that nothing here was tuned on) and 3-5 of their other photos as
 they are, plus a few side-by-side photos of two people (damaged too). Each damaged photo has a
 ground truth: the clean photo with the same look (tone, fading, cast, vignette), so the judge is
 detail and identity, not tone. Faces are located in the clean photos with albumfix's own dlib
@@ -54,7 +55,7 @@ import cv2
 import numpy as np
 
 from albumfix.atomic import atomic_write_bytes
-from albumfix.degrade import PHOTO_FAMILIES, apply_photo_damage, sample_photo_damage
+from albumfix.degrade import PHOTO_FAMILIES, PROBE_FAMILIES, apply_photo_damage, sample_photo_damage
 from albumfix.faces.analyzer import box_iou
 from albumfix.train.dataset import album_people, main_face, people_photos, read_rgb
 
@@ -123,11 +124,13 @@ def _truth_faces(analyzer, rgb: np.ndarray, people: Sequence[str], split_x: int 
 
 def build_albums(roots: Sequence[Path | str], work_dir: Path | str, people: int | None = None,
                  pairs: int = 6, seed: int = 0, val_fraction: float = 0.1, split: str = "val",
+                 families: Sequence[str] = PHOTO_FAMILIES,
                  say: Callable[[str], None] | None = None) -> list[BenchPhoto]:
     """Build `work_dir/album/`, `work_dir/truth/` and `work_dir/manifest.json` (see the module
     docstring) from the people of `roots` in `split` ("val": held out of training, the default;
     "train": for calibrating thresholds without touching the held-out people); people: at most
-    this many (None: all with 4 or more photos); pairs: two-person photos. Returns the
+    this many (None: all with 4 or more photos); pairs: two-person photos; families: the damage
+    families, taken in turn (of PHOTO_FAMILIES and PROBE_FAMILIES). Returns the
     manifest's photos. Deterministic for a seed; an existing manifest is reused as it is."""
     from albumfix.faces.backends import create_analyzer
 
@@ -144,7 +147,7 @@ def build_albums(roots: Sequence[Path | str], work_dir: Path | str, people: int 
     for i, person in enumerate(chosen):
         rng = np.random.default_rng([seed, i])
         files = [by_person[person][j] for j in rng.permutation(len(by_person[person]))]
-        family = PHOTO_FAMILIES[i % len(PHOTO_FAMILIES)]
+        family = families[i % len(families)]
         name = person.replace("/", "-")
         damaged = None
         for k, source in enumerate(files):  # the damaged photo: the first with a findable face
@@ -173,7 +176,7 @@ def build_albums(roots: Sequence[Path | str], work_dir: Path | str, people: int 
         rgb, split_x = _side_by_side(read_rgb(spare[a][0]), read_rgb(spare[b][0]))
         faces = _truth_faces(analyzer, rgb, [a, b], split_x)
         if len(faces) == 2:
-            family = PHOTO_FAMILIES[k % len(PHOTO_FAMILIES)]
+            family = families[k % len(families)]
             photos.append(_damage(rgb, faces, family, [str(spare[a][0]), str(spare[b][0])],
                                   f"pairs/pair{k}-{family}.png", np.random.default_rng([seed, 10_000 + k]),
                                   album, truth, work_dir))
@@ -383,7 +386,7 @@ def score(work_dir: Path, photos: list[BenchPhoto], scan: dict, runs: dict[str, 
     labels = {f["id"]: f["person"] for key, f in matched.items() if f.get("person")}
     truth_people = {f["id"]: person_of[key] for key, f in matched.items() if f.get("person")}
     precision, recall = _pairwise(labels, truth_people)
-    return {"families": {fam: _summarise(rows[fam], list(runs)) for fam in (*PHOTO_FAMILIES, "all") if fam in rows},
+    return {"families": {fam: _summarise(rows[fam], list(runs)) for fam in (*PHOTO_FAMILIES, *PROBE_FAMILIES, "all") if fam in rows},
             "grouping": {"precision": precision, "recall": recall, "faces": len(labels)},
             "damaged_faces_as_exemplars": {v: sorted(s) for v, s in damaged_exemplars.items()},
             "photos": len(photos), "variants": list(runs)}
