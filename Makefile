@@ -14,7 +14,7 @@ DATA   ?= ../shared/data/faces
 CACHE  ?= cache/train-s128.npz
 PAIRS  ?= cache/pairs-s128.npz
 
-.PHONY: install demo test test-fast bench bench-albums bench-gpu dataset pairs train train-identity eval sample-album clean help
+.PHONY: install demo test test-fast bench bench-albums bench-probe bench-gpu dataset pairs train train-identity eval sample-album clean help
 
 help:
 	@echo "make demo     set up (if needed) and restore sample_album/ into $(OUT)/"
@@ -28,6 +28,7 @@ help:
 	@echo "make train-identity  fine-tune the identity network for damaged faces (~12 min on 2 cores)"
 	@echo "make eval     evaluate the shipped weights on all held-out people (~10 min on 2 cores)"
 	@echo "make bench-albums  end-to-end album benchmark: whole damaged photos through albumfix restore"
+	@echo "make bench-probe   the same on an album of the probe family phone-snap (damage nothing was tuned on)"
 	@echo "make sample-album  rebuild sample_album/ from its public-domain sources"
 
 $(STAMP): pyproject.toml
@@ -75,6 +76,9 @@ eval: $(STAMP)
 
 bench-albums: $(STAMP)
 	$(VENV)/bin/albumfix eval --albums runs/albums --data $(DATA)/celeba --data $(DATA)/lfw
+
+bench-probe: $(STAMP)
+	$(VENV)/bin/albumfix eval --albums runs/albums-phone --family phone-snap --data $(DATA)/celeba --data $(DATA)/lfw
 
 sample-album: $(STAMP)
 	$(PY) tools/build_sample_album.py
