@@ -561,7 +561,7 @@ def evaluate_command(
     model: Annotated[str, typer.Option("--model")] = "albumfix-s128",
     split: Annotated[str, typer.Option("--split", help="val (held-out people) | train.")] = "val",
     limit: Annotated[Optional[int], typer.Option("--limit", help="First N faces only.")] = None,
-    degradation: Annotated[str, typer.Option("--degradation", help="light | default | heavy.")] = "default",
+    degradation: Annotated[str, typer.Option("--degradation", help="mild | light | default | heavy.")] = "default",
     seed: Annotated[int, typer.Option("--seed")] = 1234,
     pairs: Annotated[Optional[Path], typer.Option("--pairs", help="Score crops made the way restore makes them, from this pairs file (`albumfix pairs`), instead of crop-level damage.")] = None,
     identity: Annotated[bool, typer.Option("--identity/--no-identity", help="dlib identity distances.")] = True,

@@ -302,6 +302,17 @@ def test_cache_round_trip_exemplars_and_pair_stream(tmp_path):
     assert len(fixed) == 3 and np.array_equal(fixed[0].lq, evaluation_samples(loaded, "val", limit=1)[0].lq)
 
 
+def test_mild_share_gives_the_stream_inputs_nearer_their_truth(tmp_path):
+    cache = make_cache(tmp_path / "c.npz")
+    indices = cache.pairs("train")
+
+    def mean_input_psnr(share: float) -> float:
+        stream = PairStream(cache, indices, AugmentConfig(mild_share=share, flip_prob=0.0), seed=5)
+        return float(np.mean([psnr(stream[k].lq, stream[k].target) for k in range(24)]))
+
+    assert mean_input_psnr(1.0) > mean_input_psnr(0.0) + 1.0
+
+
 # ---------------------------------------------------------------- training and evaluation
 
 

@@ -397,10 +397,13 @@ class AugmentConfig:
     landmarks detected on a degraded photo are noisy; ref_degrade_prob: chance the exemplar gets
     the "light" degradation (album exemplars are not pristine either); pairs_share: chance a
     training item is a pair made the way inference sees it (`inference_pairs`, when the run has
-    a pairs file) instead of a crop degraded on the fly.
+    a pairs file) instead of a crop degraded on the fly; mild_share: chance a crop degraded on
+    the fly gets the "mild" preset instead of `degradation` (nearly sharp inputs, which the
+    restorer must leave nearly alone).
     """
 
     degradation: str = "default"
+    mild_share: float = 0.0
     flip_prob: float = 0.5
     landmark_jitter: float = 1.0
     ref_degrade_prob: float = 0.3
@@ -489,6 +492,7 @@ class PairStream:
         self.augment = augment
         self.seed = seed
         self.degradation = get_preset(augment.degradation)
+        self.mild = get_preset("mild")
         self.pairs = pairs
         self.fixed = np.zeros(0, np.int64) if pairs is None else np.flatnonzero(np.isin(pairs.base, self.indices))
         self._perm_epoch = -1
@@ -510,7 +514,8 @@ class PairStream:
         if len(self.fixed) and self.augment.pairs_share > 0 and rng.random() < self.augment.pairs_share:
             fixed = int(self.fixed[rng.integers(len(self.fixed))])
             return augment_fixed_pair(self.pairs.sample(self.cache, fixed), rng, self.augment)
-        return make_sample(self.cache, index, rng, self.augment, self.degradation)
+        mild = self.augment.mild_share > 0 and rng.random() < self.augment.mild_share
+        return make_sample(self.cache, index, rng, self.augment, self.mild if mild else self.degradation)
 
 
 def evaluation_samples(cache: TrainingCache, split: str = "val", limit: int | None = None,
