@@ -587,11 +587,11 @@ def evaluate_command(
         from albumfix.train.albums import build_albums, report_table, run_benchmark
 
         roots = data or [Path("../shared/data/faces/celeba"), Path("../shared/data/faces/lfw")]
-        from albumfix.degrade import PHOTO_FAMILIES, PROBE_FAMILIES
+        from albumfix.degrade import DAMAGE_FAMILIES, PHOTO_FAMILIES
 
-        unknown = sorted(set(families or ()) - set(PHOTO_FAMILIES + PROBE_FAMILIES))
+        unknown = sorted(set(families or ()) - set(DAMAGE_FAMILIES))
         if unknown:
-            _fail(UsageError(f"unknown damage family {unknown[0]!r}; choose from {', '.join(PHOTO_FAMILIES + PROBE_FAMILIES)}"))
+            _fail(UsageError(f"unknown damage family {unknown[0]!r}; choose from {', '.join(DAMAGE_FAMILIES)}"))
         build_albums(roots, albums, people=people, families=families or PHOTO_FAMILIES)
         result = run_benchmark(albums, code=code.resolve() if code else None)
         typer.echo(json.dumps(result, indent=2) if as_json else report_table(result))

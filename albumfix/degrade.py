@@ -23,7 +23,8 @@ record; `apply_degradation` is then a pure function of (image, record), so a see
 sample exactly. The "default" preset is the one used for training and for evaluation. Images
 may be any (H, W, 3): resize steps divide both sides by the record's scale factors.
 
-Whole-photo damage families (`PHOTO_FAMILIES`, `sample_photo_damage` / `apply_photo_damage`):
+Whole-photo damage families (`PHOTO_FAMILIES`, `sample_photo_damage` / `apply_photo_damage`;
+`DAMAGE_FAMILIES` adds the probe families below):
 - "training": the crop model above applied to the whole photo;
 - "aged-print": a print made small from its negative (area downscale x2-x5), film grain, a tone
   (sepia, gray or colour), fading with a colour cast and a vignette, then a scan (bicubic
@@ -423,6 +424,7 @@ def degrade(image: np.ndarray, rng: np.random.Generator,
 # --- whole-photo damage families (the album benchmark) ------------------------------------------
 PHOTO_FAMILIES = ("training", "aged-print", "web-thumbnail")
 PROBE_FAMILIES = ("phone-snap",)
+DAMAGE_FAMILIES = PHOTO_FAMILIES + PROBE_FAMILIES  # every family sample_photo_damage draws
 
 
 @dataclass(frozen=True)
@@ -522,7 +524,7 @@ def sample_photo_damage(rng: np.random.Generator, family: str) -> PhotoDamage:
             luma_noise=_uniform(rng, (2.0, 6.0)), chroma_noise=_uniform(rng, (4.0, 10.0)),
             seed=int(rng.integers(0, 2**31 - 1)), smooth=_uniform(rng, (15.0, 40.0)),
             sharpen=_uniform(rng, (0.5, 1.5)), jpeg=int(rng.integers(60, 86))))
-    raise ValueError(f"unknown damage family {family!r}; choose from {PHOTO_FAMILIES + PROBE_FAMILIES}")
+    raise ValueError(f"unknown damage family {family!r}; choose from {DAMAGE_FAMILIES}")
 
 
 def _vignette(shape: tuple[int, ...], strength: float) -> np.ndarray:
@@ -610,12 +612,11 @@ def apply_photo_damage(image: np.ndarray, damage: PhotoDamage) -> tuple[np.ndarr
             damaged = apply_tone(damaged, "gray")
         return damaged, truth
     if damage.phone is not None:
-        p = damage.phone
-        look = _phone_look(image, p)
-        damaged, truth = _phone_capture(look, p, image.shape), _to_uint8(look)
-        if p.tone == "gray":
-            return apply_tone(damaged, "gray"), truth
-        return damaged, truth
+        look = _phone_look(image, damage.phone)
+        damaged = _phone_capture(look, damage.phone, image.shape)
+        if damage.phone.tone == "gray":
+            damaged = apply_tone(damaged, "gray")
+        return damaged, _to_uint8(look)
     t = damage.thumbnail
     small = _jpeg_420(_to_uint8(_resize(image.astype(np.float32), _scaled(image.shape, t.scale), t.interp)), t.jpeg1)
     small = _jpeg_420(small, t.jpeg2)

@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 
 from albumfix.degrade import (
-    PHOTO_FAMILIES,
-    PROBE_FAMILIES,
+    DAMAGE_FAMILIES,
     DegradationConfig,
     apply_degradation,
     apply_look,
@@ -118,7 +117,7 @@ def test_rejects_wrong_input():
         get_preset("nope")
 
 
-@pytest.mark.parametrize("family", PHOTO_FAMILIES + PROBE_FAMILIES)
+@pytest.mark.parametrize("family", DAMAGE_FAMILIES)
 def test_photo_damage_keeps_size_and_look_and_is_seeded(family):
     photo = cv2.resize(synthetic_face(96, seed=4), (150, 110), interpolation=cv2.INTER_CUBIC)
     damage = sample_photo_damage(np.random.default_rng(11), family)

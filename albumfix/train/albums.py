@@ -55,7 +55,7 @@ import cv2
 import numpy as np
 
 from albumfix.atomic import atomic_write_bytes
-from albumfix.degrade import PHOTO_FAMILIES, PROBE_FAMILIES, apply_photo_damage, sample_photo_damage
+from albumfix.degrade import DAMAGE_FAMILIES, PHOTO_FAMILIES, apply_photo_damage, sample_photo_damage
 from albumfix.faces.analyzer import box_iou
 from albumfix.train.dataset import album_people, main_face, people_photos, read_rgb
 
@@ -130,7 +130,7 @@ def build_albums(roots: Sequence[Path | str], work_dir: Path | str, people: int 
     docstring) from the people of `roots` in `split` ("val": held out of training, the default;
     "train": for calibrating thresholds without touching the held-out people); people: at most
     this many (None: all with 4 or more photos); pairs: two-person photos; families: the damage
-    families, taken in turn (of PHOTO_FAMILIES and PROBE_FAMILIES). Returns the
+    families, taken in turn (of DAMAGE_FAMILIES). Returns the
     manifest's photos. Deterministic for a seed; an existing manifest is reused as it is."""
     from albumfix.faces.backends import create_analyzer
 
@@ -386,7 +386,7 @@ def score(work_dir: Path, photos: list[BenchPhoto], scan: dict, runs: dict[str, 
     labels = {f["id"]: f["person"] for key, f in matched.items() if f.get("person")}
     truth_people = {f["id"]: person_of[key] for key, f in matched.items() if f.get("person")}
     precision, recall = _pairwise(labels, truth_people)
-    return {"families": {fam: _summarise(rows[fam], list(runs)) for fam in (*PHOTO_FAMILIES, *PROBE_FAMILIES, "all") if fam in rows},
+    return {"families": {fam: _summarise(rows[fam], list(runs)) for fam in (*DAMAGE_FAMILIES, "all") if fam in rows},
             "grouping": {"precision": precision, "recall": recall, "faces": len(labels)},
             "damaged_faces_as_exemplars": {v: sorted(s) for v, s in damaged_exemplars.items()},
             "photos": len(photos), "variants": list(runs)}
