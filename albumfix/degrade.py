@@ -24,13 +24,17 @@ sample exactly. The "default" preset is the one used for training and for evalua
 may be any (H, W, 3): resize steps divide both sides by the record's scale factors.
 
 Whole-photo damage families (`PHOTO_FAMILIES`, `sample_photo_damage` / `apply_photo_damage`;
-`DAMAGE_FAMILIES` adds the probe families below):
+`DAMAGE_FAMILIES` adds the calibration and probe families below):
 - "training": the crop model above applied to the whole photo;
 - "aged-print": a print made small from its negative (area downscale x2-x5), film grain, a tone
   (sepia, gray or colour), fading with a colour cast and a vignette, then a scan (bicubic
   upscale, scanner blur, JPEG 85-95) - nothing of it is in training;
 - "web-thumbnail": a strong downscale (x3-x6), JPEG q20-50 with 4:2:0 chroma subsampling,
   re-saved a second time at q20-50, upscaled back for viewing - not in training either.
+A calibration family (`CALIBRATION_FAMILIES`), for tuning the pipeline's rules on albums of
+training people, never in a benchmark's default families:
+- "training-mild": the crop model's `mild` preset on the whole photo (x1-x2 of resolution lost,
+  light blur, noise and JPEG): the nearly sharp end of our own degradation.
 A probe family (`PROBE_FAMILIES`), never in training and never looked at while tuning, for a
 benchmark album of damage nobody here has seen the results of:
 - "phone-snap": a print photographed with a phone in a room: a tone, uneven light and a glare
@@ -423,8 +427,9 @@ def degrade(image: np.ndarray, rng: np.random.Generator,
 
 # --- whole-photo damage families (the album benchmark) ------------------------------------------
 PHOTO_FAMILIES = ("training", "aged-print", "web-thumbnail")
+CALIBRATION_FAMILIES = ("training-mild",)
 PROBE_FAMILIES = ("phone-snap",)
-DAMAGE_FAMILIES = PHOTO_FAMILIES + PROBE_FAMILIES  # every family sample_photo_damage draws
+DAMAGE_FAMILIES = PHOTO_FAMILIES + CALIBRATION_FAMILIES + PROBE_FAMILIES  # every family sample_photo_damage draws
 
 
 @dataclass(frozen=True)
@@ -485,8 +490,8 @@ class PhoneSnap:
 
 @dataclass(frozen=True)
 class PhotoDamage:
-    """One sampled whole-photo damage of a family in PHOTO_FAMILIES or PROBE_FAMILIES; exactly
-    one of `crop_model` (family "training"), `aged`, `thumbnail` and `phone` is set."""
+    """One sampled whole-photo damage of a family in DAMAGE_FAMILIES; exactly one of
+    `crop_model` (families "training" and "training-mild"), `aged`, `thumbnail` and `phone` is set."""
 
     family: str
     crop_model: Degradation | None = None
@@ -499,6 +504,8 @@ def sample_photo_damage(rng: np.random.Generator, family: str) -> PhotoDamage:
     """Draw one damage of `family` (see the module docstring) from `rng`."""
     if family == "training":
         return PhotoDamage(family, crop_model=sample_degradation(rng, 128))
+    if family == "training-mild":
+        return PhotoDamage(family, crop_model=sample_degradation(rng, 128, PRESETS["mild"]))
     if family == "aged-print":
         tone = ("sepia", "gray", "color")[int(rng.choice(3, p=(0.4, 0.3, 0.3)))]
         cast = 0.0 if tone == "gray" else 0.1
