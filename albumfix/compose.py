@@ -241,7 +241,8 @@ class Composer:
 
         settings = self.pipeline.settings
         face = self.plan.faces[fw.face_id]
-        real_detail = not lacks_detail(face.row.quality.get("detail", 0.0))  # not noise or artefacts
+        detail = face.row.quality.get("detail", 0.0)
+        real_detail = not lacks_detail(detail)  # not noise or artefacts
 
         def paste(strength: float, keep_detail: bool = False) -> np.ndarray:
             return paste_face(pixels, image, fw.transform, fw.landmarks, strength=strength, tone=tone,
@@ -265,7 +266,7 @@ class Composer:
         return guard_face(paste, to_rgb, lambda rgb: embedder.embed(rgb, [box], [landmarks])[0],
                           to_rgb(pixels), landmarks, face.row.embedding,
                           [r for r in refs if r is not None], settings.strength, space=face.row.embedder,
-                          final=final)  # judged on the restorer's own output, without the kept detail
+                          final=final, detail=detail)  # judged on the restorer's own output, without the kept detail
 
     @staticmethod
     def _write_image(path: Path, rgb: np.ndarray) -> None:

@@ -56,9 +56,9 @@ def unguarded_run(work: Path) -> tuple[dict, Path]:
     return json.loads(saved.read_text()), out
 
 
-def measure_faces(work: Path) -> list[dict]:
-    """Per restored damaged face: guided or not, and per strength of LADDER what the guard
-    sees ("reference" or "self" distance, "sharpness") and the truth figures ("psnr", "identity")."""
+def measure_faces(work: Path, ladder: tuple[float, ...] = LADDER) -> list[dict]:
+    """Per restored damaged face: guided or not, its damage family and stored `edge_detail`,
+    and per strength of `ladder` what the guard sees ("reference" or "self" distance, "sharpness") and the truth figures ("psnr", "identity")."""
     photos = load_manifest(work)
     run, out = unguarded_run(work)
     matched = match_faces(photos, run)
@@ -81,14 +81,15 @@ def measure_faces(work: Path) -> list[dict]:
             box = FaceBox(tuple(row.box), 1.0, None, "truth")
             truth_desc = scorer.descriptors(truth, face)
             steps = {}
-            for s in LADDER:
+            for s in ladder:
                 img = np.clip(np.round(lq + s * (restored - lq)), 0, 255).astype(np.uint8)
                 e = embedder.embed(img, [box], [row.landmarks])[0]
                 m = scorer.measure(img, truth, face, truth_desc)
                 steps[s] = {"reference": float(np.mean(1 - refs @ e)) if refs is not None else None,
                             "self": float(1 - e @ row.embedding), "sharpness": face_sharpness(img, row.landmarks),
                             "psnr": m["psnr"], "identity": m["identity"], "judge": m["judge"]}
-            faces.append({"guided": refs is not None, "steps": steps})
+            faces.append({"guided": refs is not None, "steps": steps, "family": photo.family,
+                          "detail": float(row.quality.get("detail", 0.0))})
     return faces
 
 

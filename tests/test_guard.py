@@ -3,6 +3,7 @@ pasted at a lower strength or not at all. Real photos, real dlib embeddings, rea
 from __future__ import annotations
 
 import cv2
+import numpy as np
 import pytest
 
 from conftest import SAMPLE_ALBUM
@@ -20,7 +21,7 @@ def faces():
     return analyzer, (podium, analyzer.analyse(podium)[0]), (group, analyzer.analyse(group)[0])
 
 
-def _guard(analyzer, rgb, face, restored, references=()):
+def _guard(analyzer, rgb, face, restored, references=(), detail=0.0):
     from albumfix.faces.align import ffhq_transform
     from albumfix.faces.backends import FaceBox
     from albumfix.guard import guard_face
@@ -30,7 +31,7 @@ def _guard(analyzer, rgb, face, restored, references=()):
     box = FaceBox(face.box, 1.0, None, "test")
     return guard_face(lambda s: paste_face(rgb, restored, t, face.landmarks, strength=s),
                       lambda px: px, lambda img: analyzer.embedding_part.embed(img, [box], [face.landmarks])[0],
-                      rgb, face.landmarks, face.embedding, list(references), 1.0)
+                      rgb, face.landmarks, face.embedding, list(references), 1.0, detail=detail)
 
 
 def _aligned(rgb, face, size=128):
@@ -82,3 +83,29 @@ def test_with_references_the_face_must_come_nearer_them(faces):
     for restored in (_aligned(blurred, face, 512), _aligned(group, other, 256)):
         pixels, result = _guard(analyzer, blurred, lq, restored, references=[reference])
         assert result.strength < 1.0 and "(references" in result.reason
+
+
+def test_the_ceiling_falls_with_the_faces_own_detail():
+    from albumfix.guard import DETAIL_CEILING, detail_ceiling
+
+    start, end, floor = DETAIL_CEILING
+    assert detail_ceiling(0.0) == detail_ceiling(start) == 1.0
+    assert detail_ceiling(end) == detail_ceiling(1.0) == floor
+    assert floor < detail_ceiling((start + end) / 2) < 1.0
+    ladder = [detail_ceiling(d) for d in np.linspace(0.0, 0.5, 51)]
+    assert all(a >= b for a, b in zip(ladder, ladder[1:]))
+
+
+def test_a_face_with_real_detail_is_pasted_at_its_ceiling(faces):
+    """The podium face is sharp: a restoration of it, faithful or not, is pasted at no more than
+    the ceiling of its detail, and the JSON says why."""
+    from albumfix.faces.quality import face_detail
+    from albumfix.guard import detail_ceiling
+
+    analyzer, (rgb, face), _ = faces
+    detail = face_detail(rgb, face.landmarks)
+    assert detail_ceiling(detail) < 1.0
+    pixels, result = _guard(analyzer, rgb, face, _aligned(rgb, face, 512), detail=detail)
+    assert result.strength == result.ceiling == detail_ceiling(detail)
+    assert "real detail" in result.reason and pixels is not None
+    assert result.to_json()["ceiling"] == result.ceiling

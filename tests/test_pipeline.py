@@ -56,6 +56,10 @@ def test_outputs_mirror_album_and_json_has_stable_keys(album_copy, restored):
     old = by_path["1998/old print.jpg"]
     assert old["status"] == "restored"
     assert any("restored" in f and f["restored"]["model"] == "albumfix-s128" for f in old["faces"])
+    # every restoration is capped by its face's own detail (--restore all: sharp faces too)
+    guards = [f["restored"]["guard"] for p in data["photos"] for f in p["faces"] if "restored" in f]
+    assert guards and all(g["strength"] <= g["ceiling"] <= 1.0 for g in guards)
+    assert any(g["ceiling"] < 1.0 for g in guards)
     a = np.asarray(Image.open(album_copy / "1998/old print.jpg"))
     b = np.asarray(Image.open(out / "1998/old print.jpg"))
     assert a.shape == b.shape and not np.array_equal(a, b)
