@@ -39,6 +39,18 @@ def run_cli(*args: str, honour_permissions: bool = False, timeout: float = 600) 
     return subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=REPO)
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One intra-op torch thread for a module (`pytestmark = pytest.mark.usefixtures(...)`): on the
+    shared 2-core machine, 2 OpenMP threads spin-wait badly on small tensors."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def album_copy(tmp_path_factory) -> Path:
     """A pristine copy of sample_album (tests must not modify it; copy again to change it)."""

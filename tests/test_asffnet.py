@@ -43,13 +43,7 @@ def _inputs(config: ASFFNetConfig, batch: int = 2, seed: int = 0) -> tuple[torch
     return lq, ref, _landmarks(batch, s, seed + 1), _landmarks(batch, s, seed + 2)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: on the shared 2-core machine, 2 OpenMP threads spin-wait badly."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,9 @@ Data flow (S = config.size, F = config.feature_channels, features at S/4):
   x = f_d; x = ASFF block(x, g, m) (asff_blocks times); x = SFF(x, g, m)
   out = UpModel(MSDilate(x) + f_d)   (B, 3, S, S) tanh
   residual configurations: out = clamp(tone(lq) + out), tone = identity or GlobalTone
+  damage_head: levels = DamageEstimator(lq); the decoder's input is scaled and shifted by them
+    and the correction multiplied by (1 + gain(levels)); exemplar_detail adds a full-resolution
+    correction from the pixel-warped exemplar's fine band (albumfix.restore.exemplar_detail)
 """
 from __future__ import annotations
 
@@ -18,8 +21,10 @@ import torch
 from torch import nn
 
 from albumfix.restore.configs import ASFFNetConfig
+from albumfix.restore.damage import DamageEstimator, DamageModulation
+from albumfix.restore.exemplar_detail import ExemplarDetail, warp_exemplar
 from albumfix.restore.layers import autocast_off, has_spectral_norm, leaky_relu, sn_conv
-from albumfix.restore.mls import landmarks_to_grid, mls_warp
+from albumfix.restore.mls import landmarks_to_grid, mls_grid, sample_grid
 
 FEATURE_STRIDE = 4
 MLS_POINTS = slice(17, 68)  # brows, nose, eyes, mouth: 51 points; the jaw is ignored
@@ -355,18 +360,28 @@ class ASFFNet(nn.Module):
         self.Component_CModel = ComponentConditioner(ch)
         if config.tone_head:
             self.tone = GlobalTone(ch)
+        if config.damage_head:
+            self.damage = DamageEstimator()
+            self.damage_modulation = DamageModulation(ch)
+        if config.exemplar_detail:
+            self.exemplar_detail = ExemplarDetail()
 
     @property
     def is_folded(self) -> bool:
         """True once `fold_spectral_norm` has replaced the SN convs (inference-only model)."""
         return not has_spectral_norm(self)
 
+    def warp_grid(self, lq_landmarks: torch.Tensor, ref_landmarks: torch.Tensor) -> torch.Tensor:
+        """(B, 68, 2) crop px -> the guidance warp's source locations (B, S/4, S/4, 2), feature px."""
+        src, dst = self.warp_points(lq_landmarks, ref_landmarks)
+        side = self.config.size // FEATURE_STRIDE
+        return mls_grid(src, dst, side, side, self.config.warp, self.config.mls_eps)
+
     def warp_guidance(
         self, ref_features: torch.Tensor, lq_landmarks: torch.Tensor, ref_landmarks: torch.Tensor
     ) -> torch.Tensor:
         """MLS-warp (B, F, S/4, S/4) guidance features from the ref onto the LQ geometry."""
-        src, dst = self.warp_points(lq_landmarks, ref_landmarks)
-        return mls_warp(ref_features, src, dst, self.config.warp, self.config.mls_eps)
+        return sample_grid(ref_features, self.warp_grid(lq_landmarks, ref_landmarks), self.config.warp)
 
     def warp_points(
         self, lq_landmarks: torch.Tensor, ref_landmarks: torch.Tensor
@@ -384,7 +399,10 @@ class ASFFNet(nn.Module):
         ref: torch.Tensor,
         lq_landmarks: torch.Tensor,
         ref_landmarks: torch.Tensor,
+        damage: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        """See the class docstring. damage (damage_head only): (B, len(DAMAGE_BANDS)) levels to
+        condition on instead of the estimator's (a user's gentler setting, or tests)."""
         size = self.config.size
         batch = lq.shape[0]
         expected = (batch, 3, size, size)
@@ -400,14 +418,25 @@ class ASFFNet(nn.Module):
 
         lq_feat = self.LQ_Model(lq)
         ref_feat = adaptive_instance_norm(self.Ref_Model(ref), lq_feat)
-        guidance = self.Component_CModel(self.warp_guidance(ref_feat, lq_lm, ref_lm))
+        grid = self.warp_grid(lq_lm, ref_lm)
+        guidance = self.Component_CModel(sample_grid(ref_feat, grid, self.config.warp))
         mask = landmark_mask(lq_lm, size, self.config.mask_radius).to(lq.dtype)
         mask_feat = self.Mask_CModel(mask)
 
         x = lq_feat
         for layer in self.sff_branch:
             x = layer(x, guidance, mask_feat)
-        out = self.UpModel(self.MSDilate(x) + lq_feat)
+        decoder_input = self.MSDilate(x) + lq_feat
+        if self.config.damage_head:
+            levels = self.damage(lq).detach() if damage is None else damage.to(lq.dtype)
+            scale, shift, gain = self.damage_modulation(levels)
+            out = self.UpModel(decoder_input * (1 + scale) + shift)
+            if self.config.exemplar_detail:
+                warped = warp_exemplar(ref, grid, FEATURE_STRIDE)
+                out = out + self.exemplar_detail(lq, warped, levels)
+            out = out * (1 + gain)
+        else:
+            out = self.UpModel(decoder_input)
         if self.config.residual:
             if self.config.tone_head and self.keep_tone:
                 gain, _ = self.tone.affine(lq, lq_feat)

@@ -32,6 +32,11 @@ class ASFFNetConfig:
     (gain and offset from image statistics and pooled LQ features) before the correction is added:
     fading lowers contrast and lifts blacks over the whole print, which local convolutions
     estimate poorly.
+    damage_head: (needs residual) a small estimator reads the input's damage by frequency band
+    and modulates the decoder's input and the correction's gain (albumfix.restore.damage), so a
+    nearly clean face gets a small correction and a heavily damaged one a large one.
+    exemplar_detail: (needs damage_head) a full-resolution branch adds the MLS-warped exemplar's
+    fine band where the warp agrees with the input (albumfix.restore.exemplar_detail).
     """
 
     name: str
@@ -47,6 +52,8 @@ class ASFFNetConfig:
     mls_eps: float = 1e-8
     residual: bool = False
     tone_head: bool = False
+    damage_head: bool = False
+    exemplar_detail: bool = False
     description: str = ""
 
     def __post_init__(self) -> None:
@@ -60,6 +67,10 @@ class ASFFNetConfig:
             raise ValueError(f"config {self.name!r}: depths and mask_radius must be >= 0")
         if self.tone_head and not self.residual:
             raise ValueError(f"config {self.name!r}: tone_head corrects the residual path; set residual")
+        if self.damage_head and not self.residual:
+            raise ValueError(f"config {self.name!r}: damage_head scales the residual correction; set residual")
+        if self.exemplar_detail and not (self.damage_head and self.warp == "exact"):
+            raise ValueError(f"config {self.name!r}: exemplar_detail needs damage_head and the exact warp")
 
 
 _REGISTRY: dict[str, ASFFNetConfig] = {}
@@ -97,22 +108,36 @@ ASFFNET512 = register_config(
     )
 )
 
+_S128 = dict(
+    size=128,
+    extractor_widths=(32, 64, 128),
+    feature_channels=64,
+    mask_widths=(8, 16, 32),
+    decoder_channels=32,
+    asff_blocks=4,
+    extractor_res_blocks=2,
+    # 3 px at 512 scales to 0.75 px at 128; rounded to 1 so every square stays visible.
+    mask_radius=1,
+    warp="exact",
+    mls_eps=1e-8,
+    residual=True,
+    tone_head=True,
+)
+
 ALBUMFIX_S128 = register_config(
     ASFFNetConfig(
         name="albumfix-s128",
-        size=128,
-        extractor_widths=(32, 64, 128),
-        feature_channels=64,
-        mask_widths=(8, 16, 32),
-        decoder_channels=32,
-        asff_blocks=4,
-        extractor_res_blocks=2,
-        # 3 px at 512 scales to 0.75 px at 128; rounded to 1 so every square stays visible.
-        mask_radius=1,
-        warp="exact",
-        mls_eps=1e-8,
-        residual=True,
-        tone_head=True,
+        **_S128,
         description="albumfix's shipped light model: 128-px crops, reduced widths, CPU-friendly.",
+    )
+)
+
+ALBUMFIX_S128_AWARE = register_config(
+    ASFFNetConfig(
+        name="albumfix-s128-aware",
+        **_S128,
+        damage_head=True,
+        exemplar_detail=True,
+        description="albumfix-s128 that reads the input's damage and takes the warped exemplar's fine detail.",
     )
 )

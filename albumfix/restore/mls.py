@@ -198,6 +198,32 @@ def _memory_format(t: torch.Tensor) -> torch.memory_format:
     return torch.channels_last if channels_last else torch.contiguous_format
 
 
+def mls_grid(
+    src_points: torch.Tensor,
+    dst_points: torch.Tensor,
+    height: int,
+    width: int,
+    convention: str = "exact",
+    eps: float = 1e-8,
+) -> torch.Tensor:
+    """Source locations (B, H, W, 2) (x, y) px of the affine MLS warp under `convention`;
+    src_points, dst_points: (B, N, 2) px of the H x W grid (see `mls_affine_grid`)."""
+    return mls_affine_grid(src_points, dst_points, height, width, eps, _anchor_for(convention))
+
+
+def upsample_grid(coords: torch.Tensor, stride: int) -> torch.Tensor:
+    """An "exact"-convention grid of a stride-`stride` feature map -> the same warp at image
+    resolution: (B, h, w, 2) feature px -> (B, h*stride, w*stride, 2) image px.
+
+    Feature cell i is centred on image px stride * i + (stride - 1) / 2, so the values are mapped
+    to image px and bilinearly resampled with align_corners=False, which reads them at exactly
+    those centres (edges clamped). The MLS field is smooth, so this matches the image-resolution
+    solve to a fraction of a pixel at 1/stride^2 of its cost."""
+    px = coords.float() * stride + (stride - 1) / 2
+    up = F.interpolate(px.permute(0, 3, 1, 2), scale_factor=stride, mode="bilinear", align_corners=False)
+    return up.permute(0, 2, 3, 1)
+
+
 def mls_warp(
     features: torch.Tensor,
     src_points: torch.Tensor,
@@ -211,5 +237,4 @@ def mls_warp(
     (convert landmarks with `landmarks_to_grid`). Returns (B, C, H, W) in the features' dtype.
     """
     height, width = features.shape[-2:]
-    coords = mls_affine_grid(src_points, dst_points, height, width, eps, _anchor_for(convention))
-    return sample_grid(features, coords, convention)
+    return sample_grid(features, mls_grid(src_points, dst_points, height, width, convention, eps), convention)
