@@ -313,6 +313,24 @@ def test_mild_share_gives_the_stream_inputs_nearer_their_truth(tmp_path):
     assert mean_input_psnr(1.0) > mean_input_psnr(0.0) + 1.0
 
 
+def test_the_stream_swaps_in_another_persons_exemplar_or_the_input_itself(tmp_path):
+    cache = make_cache(tmp_path / "c.npz")
+    indices = cache.pairs("train")
+    plain = PairStream(cache, indices, AugmentConfig(), seed=2)
+    unchanged = PairStream(cache, indices, AugmentConfig(wrong_ref_prob=0.0, self_ref_prob=0.0), seed=2)
+    assert all(np.array_equal(plain[k].ref, unchanged[k].ref) for k in range(6))
+    wrong = PairStream(cache, indices, AugmentConfig(wrong_ref_prob=1.0, flip_prob=0.0, ref_degrade_prob=0.0), seed=2)
+    for k in range(6):
+        index = int(wrong._permutation(k // len(indices))[k % len(indices)])
+        sample = wrong[k]
+        donors = [i for i in range(len(cache)) if np.array_equal(cache.crop(i), sample.ref)]
+        assert donors and all(cache.person[d] != cache.person[index] for d in donors)
+        assert np.array_equal(sample.ref_landmarks, cache.landmarks[donors[0]])
+    own = PairStream(cache, indices, AugmentConfig(self_ref_prob=1.0), seed=2)
+    assert all(np.array_equal(own[k].ref, own[k].lq) and np.array_equal(own[k].ref_landmarks, own[k].lq_landmarks)
+               for k in range(6))
+
+
 # ---------------------------------------------------------------- training and evaluation
 
 
@@ -397,6 +415,31 @@ def test_fine_tuning_starts_from_weights_and_keeps_a_new_head_fresh(tmp_path):
         load_initial_weights(create_model(residual.name), tuned.weights)
     with pytest.raises(WeightsError, match="retrain"):  # trained as a residual model, TINY is not
         load_initial_weights(create_model(TINY.name), source.weights)
+
+
+def test_a_damage_aware_model_learns_its_levels_and_its_new_parts_learn_faster(tmp_path):
+    make_cache(tmp_path / "c.npz")
+    toned = register_config(replace(TINY, name="test-train-tone", residual=True, tone_head=True), overwrite=True)
+    aware = register_config(replace(toned, name="test-train-aware", damage_head=True, exemplar_detail=True),
+                            overwrite=True)
+    source = train(tiny_config(tmp_path, "source", model=toned.name, steps=2))
+    config = tiny_config(tmp_path, "aware", model=aware.name, steps=6, val_every=6, init_weights=str(source.weights),
+                         new_lr_scale=10.0, **{"loss.damage": 1.0, "augment.self_ref_prob": 0.5})
+    state = _build_state(config, torch.device("cpu"))
+    fresh = {id(p) for n, p in state.model.named_parameters() if n.split(".")[0] in ("damage", "damage_modulation",
+                                                                                      "exemplar_detail")}
+    for group in state.optimizer.param_groups:
+        is_fresh = {id(p) in fresh for p in group["params"]}
+        assert len(is_fresh) == 1
+        assert group["initial_lr"] == pytest.approx(config.lr * (10.0 if is_fresh.pop() else 1.0))
+    result = train(config)
+    records = [json.loads(line) for line in result.log.read_text().splitlines()]
+    assert all(r["damage"] > 0 for r in records if "loss" in r)
+    val = [r for r in records if "val_psnr" in r][-1]
+    assert len(val["val_damage_rms_db"]) == 3 and all(math.isfinite(e) for e in val["val_damage_rms_db"])
+    assert math.isfinite(val["val_psnr_unguided"])
+    restored = create_model(aware.name, weights=result.weights)
+    assert restored.config.damage_head
 
 
 @dataclass

@@ -30,7 +30,7 @@ import io
 import json
 import sys
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -399,7 +399,10 @@ class AugmentConfig:
     training item is a pair made the way inference sees it (`inference_pairs`, when the run has
     a pairs file) instead of a crop degraded on the fly; mild_share: chance a crop degraded on
     the fly gets the "mild" preset instead of `degradation` (nearly sharp inputs, which the
-    restorer must leave nearly alone).
+    restorer must leave nearly alone); wrong_ref_prob: chance the exemplar is replaced by a
+    random training crop of another person, so the restorer learns to ignore an exemplar that
+    does not fit; self_ref_prob: chance the exemplar is the input itself (how `restore` runs a
+    face it has no exemplar for), so the same weights serve guided and unguided faces.
     """
 
     degradation: str = "default"
@@ -408,6 +411,8 @@ class AugmentConfig:
     landmark_jitter: float = 1.0
     ref_degrade_prob: float = 0.3
     pairs_share: float = 0.5
+    wrong_ref_prob: float = 0.0
+    self_ref_prob: float = 0.0
 
 
 NO_AUGMENT = AugmentConfig(flip_prob=0.0, landmark_jitter=0.0, ref_degrade_prob=0.0)
@@ -513,9 +518,26 @@ class PairStream:
         rng = np.random.default_rng([self.seed, epoch, int(k)])
         if len(self.fixed) and self.augment.pairs_share > 0 and rng.random() < self.augment.pairs_share:
             fixed = int(self.fixed[rng.integers(len(self.fixed))])
-            return augment_fixed_pair(self.pairs.sample(self.cache, fixed), rng, self.augment)
+            sample = augment_fixed_pair(self.pairs.sample(self.cache, fixed), rng, self.augment)
+            return self._swap_exemplar(sample, int(self.pairs.base[fixed]), rng)
         mild = self.augment.mild_share > 0 and rng.random() < self.augment.mild_share
-        return make_sample(self.cache, index, rng, self.augment, self.mild if mild else self.degradation)
+        sample = make_sample(self.cache, index, rng, self.augment, self.mild if mild else self.degradation)
+        return self._swap_exemplar(sample, index, rng)
+
+    def _swap_exemplar(self, sample: TrainingSample, index: int, rng: np.random.Generator) -> TrainingSample:
+        """With augment.wrong_ref_prob another person's crop, with augment.self_ref_prob the input
+        itself, becomes the exemplar (no draw at all when both are 0: older streams unchanged)."""
+        wrong, own = self.augment.wrong_ref_prob, self.augment.self_ref_prob
+        if wrong <= 0 and own <= 0:
+            return sample
+        u = rng.random()
+        if u < wrong:
+            others = self.indices[self.cache.person[self.indices] != self.cache.person[index]]
+            other = int(others[rng.integers(len(others))])
+            return replace(sample, ref=self.cache.crop(other), ref_landmarks=self.cache.landmarks[other].astype(np.float32))
+        if u < wrong + own:
+            return replace(sample, ref=sample.lq, ref_landmarks=sample.lq_landmarks)
+        return sample
 
 
 def evaluation_samples(cache: TrainingCache, split: str = "val", limit: int | None = None,

@@ -179,7 +179,9 @@ class LossWeights:
     pixel: Charbonnier; psnr: negative per-image PSNR in dB (for a last, metric-matched stage; a
     weight near 0.01 puts it on the Charbonnier's scale); ssim: 1 - MS-SSIM; fft: amplitude-spectrum
     L1; adversarial: hinge GAN (needs a discriminator; off by default because CPU training is too
-    short for a stable GAN); identity, feature: `IdentityLoss` terms (dlib's network, no download).
+    short for a stable GAN); identity, feature: `IdentityLoss` terms (dlib's network, no download);
+    damage: mean squared error of a damage head's predicted levels against the pair's own
+    (`albumfix.restore.damage.damage_levels`; models with a damage head only).
     """
 
     pixel: float = 1.0
@@ -189,6 +191,7 @@ class LossWeights:
     adversarial: float = 0.0
     identity: float = 0.0
     feature: float = 0.0
+    damage: float = 0.0
 
 
 @dataclass
@@ -201,11 +204,16 @@ class LossValue:
 
 def restoration_loss(pred: torch.Tensor, target: torch.Tensor, weights: LossWeights,
                      fake_logits: torch.Tensor | None = None, ms_ssim_scales: int = 3,
-                     identity_loss: IdentityLoss | None = None) -> LossValue:
+                     identity_loss: IdentityLoss | None = None,
+                     damage: tuple[torch.Tensor, torch.Tensor] | None = None) -> LossValue:
     """The generator's loss. pred/target (B, 3, S, S) in [-1, 1]; fake_logits: the discriminator's
     output on pred (needed when weights.adversarial > 0); identity_loss: needed when
-    weights.identity or weights.feature > 0."""
+    weights.identity or weights.feature > 0; damage: (predicted, true) levels, each (B, D), for
+    the damage term."""
     parts: dict[str, torch.Tensor] = {}
+    if weights.damage and damage is not None:
+        predicted, true = damage
+        parts["damage"] = weights.damage * torch.mean((predicted.float() - true.float()) ** 2)
     if weights.identity or weights.feature:
         if identity_loss is None:
             raise ValueError("identity or feature weight > 0 needs an IdentityLoss")

@@ -36,6 +36,7 @@ import torch
 from torch import nn
 
 from albumfix.atomic import atomic_write_bytes
+from albumfix.restore.damage import damage_levels
 from albumfix.restore.precision import check_precision, ieee_fp32, resolve_precision
 from albumfix.train.dataset import AugmentConfig, PairStream, collate, evaluation_samples, load_cache
 from albumfix.train.inference_pairs import inference_samples, load_pairs
@@ -48,6 +49,7 @@ CHECKPOINT_NAME = "checkpoint.pt"
 LOG_NAME = "log.jsonl"
 CHECKPOINT_VERSION = 1
 GPU_DATA_WORKERS = 4
+SCHEDULES = ("steps", "minutes")
 
 
 @dataclass
@@ -62,7 +64,9 @@ class TrainConfig:
     worker processes (0: load in the training process; None: 0 on the CPU, whose cores train,
     and `GPU_DATA_WORKERS` on a GPU, which one process cannot keep fed).
     lr: peak AdamW learning rate; warmup_steps: linear warm-up; min_lr_ratio: final lr / peak
-    (cosine); weight_decay, betas: AdamW; grad_clip: max gradient L2 norm (0: off).
+    (cosine); schedule: "steps" (the cosine runs over `steps`) or "minutes" (over max_minutes of
+    training wall time, for a fixed time budget on hardware of unknown speed; `steps` then only
+    caps the run, and a resumed run's lr follows the clock, not the step); weight_decay, betas: AdamW; grad_clip: max gradient L2 norm (0: off).
     ema_decay: EMA factor per step (warm-started as min(decay, (1 + t) / (10 + t))).
     loss: loss weights; disc_lr, disc_width: patch discriminator (used when loss.adversarial > 0).
     augment: on-the-fly degradation and augmentation. pairs: a pairs file of the cache made the way
@@ -78,6 +82,8 @@ class TrainConfig:
     init_weights: start a new run from these weights (fine-tuning): a .safetensors / .pth file or
     a training checkpoint (its EMA). Tensors the model has and the file lacks (a head added
     since) keep their fresh initialisation; any other mismatch is an error. Not used on resume.
+    new_lr_scale: the peak lr of those fresh tensors is lr * new_lr_scale (a new head learns from
+    scratch while the rest is only fine-tuned).
     """
 
     cache: str = "cache/train-s128.npz"
@@ -91,6 +97,7 @@ class TrainConfig:
     lr: float = 2e-4
     warmup_steps: int = 200
     min_lr_ratio: float = 0.05
+    schedule: str = "steps"
     weight_decay: float = 1e-4
     betas: tuple[float, float] = (0.9, 0.99)
     grad_clip: float = 1.0
@@ -111,9 +118,12 @@ class TrainConfig:
     val_count: int = 32
     export: str = ""
     init_weights: str = ""
+    new_lr_scale: float = 1.0
 
     def __post_init__(self) -> None:
         check_precision(self.precision)
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
 
 
 @dataclass
@@ -243,6 +253,7 @@ class _State:
     autocast: torch.dtype | None  # None: fp32
     scaler: torch.amp.GradScaler  # enabled for fp16 only
     identity: nn.Module | None = None  # IdentityLoss when the identity or feature weight is set (frozen)
+    clock: dict = field(default_factory=dict)  # {"seconds": wall time} read by a "minutes" schedule
     step: int = 0
     wall_seconds: float = 0.0
 
@@ -267,20 +278,33 @@ def _build_state(config: TrainConfig, device: torch.device) -> _State:
 
     torch.manual_seed(config.seed)
     model = create_model(config.model, device=device)
-    if config.init_weights:
-        load_initial_weights(model, config.init_weights)
+    fresh = set(load_initial_weights(model, config.init_weights)) if config.init_weights else set()
     model.train()
     ema = copy.deepcopy(model).eval()
     for p in ema.parameters():
         p.requires_grad_(False)
-    decay, no_decay = [], []
+    groups: dict[tuple[bool, bool], list] = {}
     for name, p in model.named_parameters():
-        (no_decay if p.ndim <= 1 else decay).append(p)
+        groups.setdefault((p.ndim > 1, name in fresh), []).append(p)
     optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        [{"params": params, "weight_decay": config.weight_decay if decays else 0.0,
+          "lr": config.lr * (config.new_lr_scale if is_fresh else 1.0)}
+         for (decays, is_fresh), params in sorted(groups.items())],
         lr=config.lr, betas=config.betas)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: lr_factor(s, config.warmup_steps, config.steps, config.min_lr_ratio))
+    clock = {"seconds": 0.0}  # the training wall time, kept current by the loop (schedule "minutes")
+    if config.schedule == "minutes":
+        if not config.max_minutes:
+            raise ValueError('schedule = "minutes" needs max_minutes')
+        budget = config.max_minutes * 60
+
+        def factor(step: int) -> float:
+            if step < config.warmup_steps:
+                return lr_factor(step, config.warmup_steps, config.steps, config.min_lr_ratio)
+            return lr_factor(round(1000 * min(1.0, clock["seconds"] / budget)), 0, 1000, config.min_lr_ratio)
+    else:
+        def factor(step: int) -> float:
+            return lr_factor(step, config.warmup_steps, config.steps, config.min_lr_ratio)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
     disc = disc_optimizer = None
     if config.loss.adversarial > 0:
         disc = PatchDiscriminator(config.disc_width).to(device)
@@ -288,7 +312,7 @@ def _build_state(config: TrainConfig, device: torch.device) -> _State:
     autocast = resolve_precision(config.precision, device)
     scaler = torch.amp.GradScaler(device.type, enabled=autocast is torch.float16)
     identity = IdentityLoss().to(device) if config.loss.identity or config.loss.feature else None
-    return _State(model, ema, optimizer, scheduler, disc, disc_optimizer, autocast, scaler, identity)
+    return _State(model, ema, optimizer, scheduler, disc, disc_optimizer, autocast, scaler, identity, clock=clock)
 
 
 def rng_states(device: torch.device) -> dict[str, torch.Tensor]:
@@ -354,24 +378,42 @@ def load_checkpoint(state: _State, path: Path, device: torch.device) -> None:
     state.wall_seconds = float(payload["wall_seconds"])
 
 
+@dataclass
+class Validation:
+    """Mean PSNR (dB, RGB) on held-out pairs: guided (the pair's exemplar), unguided (the input as
+    its own exemplar) and the input; damage_error: RMS error of the damage head's levels in dB
+    per band (None without a head)."""
+
+    guided: float
+    unguided: float
+    input: float
+    damage_error: list[float] | None
+
+
 @torch.no_grad()
-def validate(model: nn.Module, samples: list, device: torch.device, batch_size: int = 16) -> tuple[float, float]:
-    """Mean PSNR (dB, RGB) of `model`'s guided restorations and of the degraded inputs against the
-    targets of TrainingSamples. Returns (restored, input)."""
+def validate(model: nn.Module, samples: list, device: torch.device, batch_size: int = 16) -> Validation:
+    """Score `model` on TrainingSamples (see `Validation`)."""
+    from albumfix.restore.damage import damage_levels, levels_to_db
     from albumfix.train.dataset import tensor_to_images
     from albumfix.train.metrics import psnr
 
     was_training = model.training
     model.eval()
-    restored, inputs = [], []
+    guided, unguided, inputs, level_errors = [], [], [], []
     for start in range(0, len(samples), batch_size):
         chunk = samples[start:start + batch_size]
         batch = collate(chunk).to(device)
-        out = tensor_to_images(model(batch.lq, batch.ref, batch.lq_landmarks, batch.ref_landmarks))
-        restored += [psnr(o, s.target) for o, s in zip(out, chunk)]
+        with_ref = tensor_to_images(model(batch.lq, batch.ref, batch.lq_landmarks, batch.ref_landmarks))
+        without = tensor_to_images(model(batch.lq, batch.lq, batch.lq_landmarks, batch.lq_landmarks))
+        guided += [psnr(o, s.target) for o, s in zip(with_ref, chunk)]
+        unguided += [psnr(o, s.target) for o, s in zip(without, chunk)]
         inputs += [psnr(s.lq, s.target) for s in chunk]
+        if getattr(model.config, "damage_head", False):
+            error = levels_to_db(model.damage(batch.lq)) - levels_to_db(damage_levels(batch.lq, batch.target))
+            level_errors.append(error.cpu())
     model.train(was_training)
-    return float(np.mean(restored)), float(np.mean(inputs))
+    damage_error = torch.cat(level_errors).square().mean(0).sqrt().tolist() if level_errors else None
+    return Validation(float(np.mean(guided)), float(np.mean(unguided)), float(np.mean(inputs)), damage_error)
 
 
 def _autocast(state: _State, device: torch.device):
@@ -385,11 +427,15 @@ def _train_step(state: _State, batch, config: TrainConfig, device: torch.device)
     Under fp16 the losses are scaled by the GradScaler (a pass-through otherwise); gradients are
     unscaled before clipping, and one scaler update follows both optimiser steps."""
     scaler = state.scaler
+    damage = None
     with _autocast(state, device):
         pred = state.model(batch.lq, batch.ref, batch.lq_landmarks, batch.ref_landmarks)
         fake_logits = state.disc(pred) if state.disc is not None else None
+        if config.loss.damage and state.model.config.damage_head:
+            damage = (state.model.damage(batch.lq), damage_levels(batch.lq, batch.target))
     loss = restoration_loss(pred.float(), batch.target, config.loss,
-                            None if fake_logits is None else fake_logits.float(), identity_loss=state.identity)
+                            None if fake_logits is None else fake_logits.float(), identity_loss=state.identity,
+                            damage=damage)
     state.optimizer.zero_grad(set_to_none=True)
     scaler.scale(loss.total).backward()
     scaler.unscale_(state.optimizer)
@@ -397,6 +443,7 @@ def _train_step(state: _State, batch, config: TrainConfig, device: torch.device)
     skipped = not math.isfinite(grad_norm)
     if not skipped:  # a non-finite loss or gradient would poison the weights and the EMA for good
         scaler.step(state.optimizer)
+    state.clock["seconds"] = state.wall_seconds
     state.scheduler.step()
     terms = dict(loss.terms, total=float(loss.total.detach()), grad_norm=grad_norm, skipped=float(skipped))
     if state.disc is not None:
@@ -466,10 +513,13 @@ def _train_on(device: torch.device, config: TrainConfig) -> TrainResult:
         nonlocal val_psnr, val_input
         if val_samples:
             settle_spectral_norm(state.ema)
-            val_psnr, val_input = validate(state.ema, val_samples, device)
-            _log(log_path, {"step": state.step, "val_psnr": val_psnr, "val_psnr_input": val_input,
+            v = validate(state.ema, val_samples, device)
+            val_psnr, val_input = v.guided, v.input
+            _log(log_path, {"step": state.step, "val_psnr": v.guided, "val_psnr_unguided": v.unguided,
+                            "val_psnr_input": v.input, "val_damage_rms_db": v.damage_error,
                             "wall": state.wall_seconds})
-            say(f"step {state.step}: val PSNR {val_psnr:.2f} dB (input {val_input:.2f} dB)")
+            levels = "" if v.damage_error is None else ", damage RMS " + "/".join(f"{e:.1f}" for e in v.damage_error) + " dB"
+            say(f"step {state.step}: val PSNR {v.guided:.2f} dB (unguided {v.unguided:.2f}, input {v.input:.2f}{levels})")
 
     step_start = time.monotonic()
     for batch in loader:
