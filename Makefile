@@ -11,10 +11,14 @@ OUT    ?= sample_album-restored
 STAMP  := $(VENV)/.installed
 
 DATA   ?= ../shared/data/faces
+TRAIN_OUT ?= runs/train-gpu
+PACK_MIB  ?= 34
+# the GPU machine has no venv: its own python3 holds torch
+TRAIN_PY  ?= $(if $(wildcard $(PY)),$(PY),python3)
 CACHE  ?= cache/train-s128.npz
 PAIRS  ?= cache/pairs-s128.npz
 
-.PHONY: install demo test test-fast bench bench-albums bench-probe bench-gpu dataset pairs train train-identity eval sample-album clean help
+.PHONY: install demo test test-fast bench bench-albums bench-probe bench-gpu dataset pairs train train-aware gpu-pack train-gpu train-identity eval sample-album clean help
 
 help:
 	@echo "make demo     set up (if needed) and restore sample_album/ into $(OUT)/"
@@ -24,7 +28,10 @@ help:
 	@echo "make bench-gpu  restoration speed and memory on a CUDA GPU (< 8 min; JSON in runs/bench-gpu/)"
 	@echo "make dataset  build the training cache from $(DATA) (resumable)"
 	@echo "make pairs    training pairs made the way inference sees them, from $(CACHE) (~25 min, resumable)"
-	@echo "make train    train the shipped default weights (hours on CPU; see MODEL_CARD.md)"
+	@echo "make train    the first recipe of albumfix-s128 from scratch (hours on CPU; see MODEL_CARD.md)"
+	@echo "make train-aware  one stage of the damage-aware restorer from the best weights (90 min on 2 cores)"
+	@echo "make gpu-pack     cut cache + pairs to carry/ (<= $(PACK_MIB) MiB) for a GPU burst"
+	@echo "make train-gpu    7 minutes of albumfix-s128-aware on a CUDA GPU from carry/, into TRAIN_OUT=$(TRAIN_OUT)"
 	@echo "make train-identity  fine-tune the identity network for damaged faces (~12 min on 2 cores)"
 	@echo "make eval     evaluate the shipped weights on all held-out people (~10 min on 2 cores)"
 	@echo "make bench-albums  end-to-end album benchmark: whole damaged photos through albumfix restore"
@@ -67,6 +74,16 @@ pairs: $(STAMP)
 
 train: $(STAMP)
 	$(VENV)/bin/albumfix train --config tools/albumfix-s128.toml cache=$(CACHE)
+
+train-aware: $(STAMP)
+	$(VENV)/bin/albumfix train --config tools/albumfix-s128-aware.toml
+
+gpu-pack: $(STAMP)
+	$(PY) tools/make_pack.py --cache $(CACHE) --pairs $(PAIRS) --out carry --budget-mib $(PACK_MIB)
+
+train-gpu:
+	PYTHONPATH=$(CURDIR) $(TRAIN_PY) -m albumfix.cli train --config tools/albumfix-s128-aware-gpu.toml \
+		out_dir=$(TRAIN_OUT) export=$(TRAIN_OUT)/albumfix-s128-aware.safetensors
 
 train-identity: $(STAMP)
 	$(VENV)/bin/albumfix train-identity $(DATA)/celeba $(DATA)/lfw --variants 4 --set cache/identity-set.npz --out runs/identity/albumfix-id-robust.safetensors
