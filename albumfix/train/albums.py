@@ -243,8 +243,9 @@ def _pin_true_people(index: Path, matched: dict[tuple[str, int], dict], photos: 
 def run_benchmark(work_dir: Path | str, variants: Sequence[str] = VARIANTS, code: Path | None = None,
                   say: Callable[[str], None] | None = None) -> dict:
     """Scan the benchmark album once, restore it once per variant, score (module docstring).
-    code: another albumfix checkout to run (before/after comparisons). Returns the report."""
-    work_dir = Path(work_dir)
+    code: another albumfix checkout to run (before/after comparisons; it runs in its own folder,
+    so the work folder is made absolute first). Returns the report."""
+    work_dir = Path(work_dir).resolve()
     say = say or (lambda msg: print(msg, file=sys.stderr, flush=True))
     photos = load_manifest(work_dir)
     album = work_dir / "album"
