@@ -5,7 +5,8 @@ ignored files, so the full cache (about 70 MB) and pairs file (about 50 MB) do n
 `make_pack` keeps whole training people in a fixed order (a hash of the person's name, so a
 smaller budget keeps a prefix of a larger one's people) with every ground-truth crop and its
 exemplar, and the first `val_pairs` validation pairs; then the made-as-inference pairs of the
-kept crops, up to `pairs_fraction` of the budget. Crops stay the same JPEG bytes (no
+kept crops, up to `pairs_fraction` of the budget. A crop or pair costs its JPEG bytes plus its
+rows of the other arrays (landmarks, paths, ...). Crops stay the same JPEG bytes (no
 re-encoding), exemplar and pair indices are remapped to the pack.
 """
 from __future__ import annotations
@@ -20,6 +21,7 @@ from albumfix.train.dataset import TrainingCache, load_cache, pack_jpegs, save_c
 from albumfix.train.inference_pairs import InferencePairs, load_pairs, save_pairs
 
 MIB = 1 << 20
+FILE_OVERHEAD = 16 * 1024  # two .npz files: zip and array headers, the JSON meta
 
 
 @dataclass(frozen=True)
@@ -51,8 +53,19 @@ def subset_cache(cache: TrainingCache, keep: np.ndarray) -> TrainingCache:
     return TrainingCache(jpeg=data, jpeg_offsets=offsets, people=cache.people, meta=meta, **per_crop)
 
 
+def row_bytes(record, per_row: tuple[str, ...]) -> int:
+    """Bytes one row takes in the arrays `per_row` of a cache or pairs record."""
+    return sum(getattr(record, name)[:1].nbytes for name in per_row)
+
+
+CROP_ROWS = ("jpeg_offsets", "landmarks", "embeddings", "person", "paths", "source_side", "is_gt", "exemplar",
+             "exemplar_distance", "split")
+PAIR_ROWS = ("lq_offsets", "target_offsets", "lq_landmarks", "truth_landmarks", "base", "variant", "tone")
+
+
 def _crop_bytes(cache: TrainingCache, i: int) -> int:
-    return int(cache.jpeg_offsets[i + 1] - cache.jpeg_offsets[i])
+    """JPEG bytes of crop i plus its rows of the other arrays."""
+    return int(cache.jpeg_offsets[i + 1] - cache.jpeg_offsets[i]) + row_bytes(cache, CROP_ROWS)
 
 
 def _person_order(cache: TrainingCache, split: str) -> list[int]:
@@ -92,8 +105,10 @@ def subset_pairs(pairs: InferencePairs, cache: TrainingCache, keep: np.ndarray, 
     remap = np.full(len(cache), -1, np.int64)
     remap[np.asarray(sorted(keep))] = np.arange(len(keep))
     chosen, used = [], 0
+    overhead = row_bytes(pairs, PAIR_ROWS)
     for i in np.flatnonzero(remap[pairs.base] >= 0):
-        cost = int(pairs.lq_offsets[i + 1] - pairs.lq_offsets[i] + pairs.target_offsets[i + 1] - pairs.target_offsets[i])
+        cost = overhead + int(pairs.lq_offsets[i + 1] - pairs.lq_offsets[i]
+                              + pairs.target_offsets[i + 1] - pairs.target_offsets[i])
         if used + cost > budget:
             break
         chosen.append(int(i))
@@ -109,12 +124,12 @@ def subset_pairs(pairs: InferencePairs, cache: TrainingCache, keep: np.ndarray, 
 
 def make_pack(cache_path: Path | str, out_dir: Path | str, pairs_path: Path | str | None = None,
               budget_mib: float = 60.0, pairs_fraction: float = 0.35, val_pairs: int = 32) -> PackReport:
-    """Write `out_dir`/train-pack.npz (and pairs-pack.npz with a pairs file) within `budget_mib`
-    MiB of JPEG bytes in all (the arrays beside them add well under 1 MiB)."""
+    """Write `out_dir`/train-pack.npz (and pairs-pack.npz with a pairs file), together within
+    `budget_mib` MiB (the people names and FILE_OVERHEAD for the files' headers kept aside)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     cache = load_cache(cache_path)
-    budget = int(budget_mib * MIB * 0.98)  # the arrays and the zip directory take the rest
+    budget = int(budget_mib * MIB) - int(cache.people.nbytes) - FILE_OVERHEAD
     crop_budget = budget if pairs_path is None else int(budget * (1 - pairs_fraction))
     keep = choose_crops(cache, crop_budget, val_pairs)
     packed = subset_cache(cache, keep)
@@ -122,7 +137,7 @@ def make_pack(cache_path: Path | str, out_dir: Path | str, pairs_path: Path | st
     save_cache(packed, cache_out)
     pairs_out, made = None, 0
     if pairs_path is not None:
-        rest = budget - int(packed.jpeg.nbytes)
+        rest = budget - sum(_crop_bytes(packed, i) for i in range(len(packed)))
         pairs = subset_pairs(load_pairs(pairs_path, cache), cache, keep, rest)
         pairs_out = out_dir / "pairs-pack.npz"
         save_pairs(pairs, pairs_out)
