@@ -1,52 +1,17 @@
 """Do no harm: every restored face is checked in its photo before it is kept.
 
-A restoration is refused, or pasted at a lower strength, when it moves the face away from its
-person or makes it less sharp than the input:
-- identity: the identity embedding of the pasted face (the analyser's embedder, at the face's own
-  landmarks, in the photo) against the person's references (the exemplars that guided it); with
-  no reference, against the input face itself. With references the pasted face must come
-  nearer them than the input was, by REFERENCE_GAIN at least (guided by the person's own photo,
-  a restoration that brings the face no nearer its person is not worth its risk); without, it
-  must stay within SELF_DISTANCE of the input (cosine distances of unit embeddings);
-- sharpness: `albumfix.faces.quality.face_sharpness` (band energy of the inner face on the
-  256-px analysis crop) of the pasted face must be at least `min_sharpness_ratio` times the input's
-  (the input's finest band holds its noise and JPEG blocks too, which a restoration removes).
-Calibrated on the album benchmark of 90 training people (`benchmarks/calibrate_guard.py` on an
-`albumfix eval --albums` folder built with split "train"; 83 restored damaged faces, their
-restorations pasted at each strength and scored against the truth): the most face-region PSNR
-among the rules with at most 15 % of faces farther from the truth than the input (dlib
-identity), ties to the fewer such faces. Kept:
-gain 0.003, sharpness ratio 0.8: +0.32 dB, 11 % farther, identity 0.318 (input 0.331); the
-rule before (references: no farther than the input + 0.005; ratio 0.9): +0.34 dB, 24 %, 0.321;
-gain 0: +0.38 dB, 19 %; gain 0.005: +0.26 dB, 8 %; the self distance hardly matters (0.015 to
-0.035). On a second album of those people (other photos, other damage: seed 1; 88 faces) the
-kept rule gives +0.37 dB, 16 % farther, identity 0.308 (input 0.320); the rule before +0.37 dB,
-27 %, 0.310.
-A face that keeps real detail needs less of the restorer's correction: the restorer learnt on
-faces that had lost x2-x8 of their resolution and applies about that much even to a nearly sharp
-face. So the strength is first capped by the face's own fine detail (`detail_ceiling` of
-`albumfix.faces.quality.edge_detail`): full strength up to DETAIL_CEILING's first detail, falling
-linearly to its floor at the second. Calibrated (`benchmarks/calibrate_strength.py`) on six
-albums of the 90 training people, four in the benchmark's three families (seeds 0-3) and two in
-"training-mild", the mild end of our own degradation (seeds 0-1): 462 restored damaged faces
-pasted unguarded at strengths 0-1.25, the guard simulated from each rule's ceiling down; the
-rule with the most face-region PSNR (mean over the albums) among those that lose at most 0.01 dB
-on any of the three fit albums (seeds 0 and 2, mild 0). Kept (0.12, 0.16, 0.60): +0.025 dB fit,
-+0.030 dB on the three test albums; the mild albums +0.081 / +0.093 dB, the four others -0.007
-to +0.001 dB, the judge's identity distance within 0.004. Full strength loses 0.55 / 0.65 dB on
-the mild albums; the guard alone already brings that to -0.07 / -0.13 dB. A steeper rule,
-(0.10, 0.18, 0.25), the best on those albums with the guard left out, gains +0.13 dB on the mild
-albums but loses 0.03-0.06 dB on the others, and on the held-out album benchmark it lost
-0.10 dB (while the probe family went from -0.21 to -0.01 dB): not kept. The detail of a face
-does not tell a mild damage from a heavier one it looks like (same detail, opposite best
-strengths: module doc of the benchmark), which is why no ceiling does more.
-End to end (`albumfix eval --albums`, held-out people, product against the same weights without
-the ceiling, same albums): the probe family phone-snap -0.21 -> -0.07 dB, judge (FaceNet)
-distance 0.563 -> 0.557 (input 0.558), faces the judge finds farther 39 -> 33 %; the main album
-+0.42 -> +0.39 dB, judge 0.842 -> 0.846, farther 5 -> 5 %, dlib distance 0.348 -> 0.346.
-
-Strengths are tried from the requested one (or the ceiling, when lower) down (`STRENGTH_STEPS`);
-the first that passes is kept, else the original face stays (strength 0). Every decision is recorded (`GuardResult`).
+`guard_face` pastes one restored face at a strength s (0 keeps the original face, 1 takes the
+restoration whole) and keeps the first s, from the requested one down (`STRENGTH_STEPS`), where:
+- s is at most the face's `detail_ceiling`: 1 up to an `edge_detail` (dimensionless) of
+  DETAIL_CEILING[0], falling linearly to DETAIL_CEILING[2] at DETAIL_CEILING[1] and above;
+- identity (cosine distance of unit embeddings by the analyser's embedder, at the face's own
+  landmarks in the photo): guided, the pasted face is nearer the exemplars that guided it than
+  the input was, by REFERENCE_GAIN at least; unguided, within SELF_DISTANCE of the input;
+- sharpness (`albumfix.faces.quality.face_sharpness`) is at least MIN_SHARPNESS_RATIO x the input's.
+None passing: the original face stays (strength 0). Returns the pixels (None: keep the original)
+and a `GuardResult` recording the strength, the ceiling, both measures and why.
+Calibrated on albums of training people by `benchmarks/calibrate_guard.py` (identity, sharpness)
+and `benchmarks/calibrate_strength.py` (ceiling); the history is in docs/CALIBRATION.md.
 """
 from __future__ import annotations
 

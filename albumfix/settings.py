@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sys
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 from albumfix.errors import UsageError
@@ -102,8 +102,3 @@ def load_settings(config_file: Path | None, given: dict) -> Settings:
         if values.get(name) is not None:
             values[name] = Path(values[name]).expanduser()
     return Settings(**values).validate()
-
-
-def settings_summary(settings: Settings) -> dict:
-    """JSON-ready view of the settings."""
-    return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(settings).items()}

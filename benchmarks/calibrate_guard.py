@@ -9,7 +9,7 @@ untouched), then:
 (a negative gain is a tolerance: gain -0.005 is the rule before, "no farther than the input +
 0.005"). Measured (session 8, 83 faces, 48 guided, input identity 0.331): gain 0.003 with
 sharpness 0.8 +0.324 dB, 10.8 % farther, identity 0.318 (kept); the rule before +0.342 dB,
-24.1 %, 0.321; a full table is in albumfix/guard.py.
+24.1 %, 0.321; a full table is in docs/CALIBRATION.md.
 
 It restores the album once without the guard (`albumfix restore --no-guard`, the product's
 exemplars), then, for every restored damaged face, pastes that restoration at each strength of

@@ -34,7 +34,6 @@ EXIF_ORIENTATION = 0x0112
 # it unreadable (an RGBX, LA or Lab TIFF, say). The ICC profile (34675) travels on its own.
 TIFF_LAYOUT_TAGS = frozenset({254, 256, 257, 258, 259, 262, 266, 273, 277, 278, 279, 284, 317, 320,
                               322, 323, 324, 325, 338, 339, 529, 530, 531, 532, 34675})
-DEFAULT_MAX_MEGAPIXELS = 180.0
 
 
 class ImageDecodeError(Exception):

@@ -1,55 +1,18 @@
 """Open-set verification of a face against the people of the whole album (a margin rule).
 
-A degraded face's identity embedding drifts away from its own person's sharp photos, often as
-far as the automatic grouping threshold and the exemplar gate allow for two different people,
-so a fixed distance cannot tell "my person, damaged" from "someone else". What survives damage
-is the *ranking*: the face is still nearer its own person than any other person of the album.
-The rule (as a ratio test in feature matching): for the query face, each person's distance is
-the mean cosine distance to that person's `nearest` closest faces (faces in the query's own
-photo never count); the nearest person P, with at least `min_faces` faces in other photos, is
-accepted when
+A damaged face's embedding drifts from its own person's sharp photos about as far as two people
+are apart, but it mostly stays nearer its own person than anyone else: the rule tests that
+ranking. For a query (`verify_people`), a person's distance d is the mean cosine distance
+(1 - a.b, unit embeddings) to its `nearest` closest faces the query may be compared with, never
+in the query's photo; a sharp face counts at its nearest view (its embedding or a rung of its
+resolution ladder, `albumfix.faces.backends.dlib_resnet.resolution_ladder`). The nearest person
+P, with at least `min_faces` faces in other photos (compared or not), is accepted when
 
     d(P) <= gate   and   d(second person) - d(P) >= margin   and   d(second person) >= ratio * d(P)
 
-(no second person: both hold). The ratio is the scale-free form of the margin: a face nearer
-its own person than its own distance, relatively, not only by a fixed amount. Only faces
-clearly better than the query are compared (the caller's `allowed`), but every face of P in
-another photo counts as a witness that P is no bystander; when d(P) rests on a single face,
-`lone_ratio` replaces `ratio` (one distance is a noisier estimate than a mean of several).
-Precision comes first: a wrong person's face as an exemplar is worse than none.
-
-Damaged against damaged alike: a sharp face comes with its resolution ladder (the degraded-face
-network's descriptors of it seen at 1/2, 1/4.5 and 1/9 of its resolution,
-`albumfix.faces.backends.dlib_resnet.resolution_ladder`), and a degraded query's distance to it
-is that of its nearest view (its embedding or a rung): the query meets each sharp face at about
-its own resolution, whatever the damage, without estimating it. On the calibration album below,
-scored against the true people (no grouping, every sharp face a candidate), the right person is
-nearest for 74.7 % of damaged faces by the embeddings alone and 80.0 % with the ladders (rungs
-1/2, 1/3, 1/4.5, 1/6.5, 1/9 and the chip itself by the degraded-face network, in any subset of
-two or more: 76.8-80.0 %; the three kept cost the least for as much).
-
-Calibration (`CALIBRATIONS`, `benchmarks/calibrate_verify.py`) on four albums of the same 90
-*training* people (`build_albums(..., split="train", seed=0..3)`: other photos and other damage
-in each, 379 damaged faces found, three damage families; the held-out people untouched; these
-people are also kept out of the identity network's fine-tuning), damaged faces guided / of
-them by another person's exemplar, the four albums pooled:
-- kept, margin 0.0075, ratio 1.25, lone ratio 1.3: 173 (45.6 %), none wrong (41, 37, 43, 52 per
-  album); with lone ratio 1.25: 174 with 1 wrong; ratio 1.22: 183 with 2 wrong; 1.2: 187 with 2
-  wrong (two damaged faces whose own sharp photos grouping had merged into a look-alike's
-  person); ratio 1.1 (the rule kept in session 8, tuned on the first two albums alone, where it
-  made no error): 212 with 6 wrong, all on the two later albums, at runner-up ratios of 1.1 to
-  1.24; ratio 1.3 with lone ratio 1.4: 161, none wrong. Kept: the lowest ratio with no error on
-  any album. The margin hardly matters at these ratios (0.005-0.015: the same faces). A lone
-  compared face errs at higher ratios than a mean of several (the errors with ratio = lone
-  ratio sit at 1.16 and 1.27), hence the stricter lone ratio;
-- every face of the person in another photo counts as a witness: counting only the compared
-  faces (a person with one face clearly better than the query refused as "seen once"), the
-  first two albums verified 48 and 48 at ratio 1.1, against 51 and 48 counting every face
-  (lone ratio 1.3);
-- on the first album at ratio 1.1: the same network without ladders 40, dlib's own network for
-  every face 38 (margin 0.01).
-The gate hardly matters between 0.10 and 0.20. The held-out album (`albumfix eval --albums`)
-is harder (grouping errors among its sharp faces): see the README for what it gets.
+(`lone_ratio` for `ratio` when d(P) rests on one face; no second person: both hold). Returns one
+`Verification` per query. Precision first: a wrong person's exemplar is worse than none.
+Thresholds: `CALIBRATIONS`, by `benchmarks/calibrate_verify.py`; history in docs/CALIBRATION.md.
 """
 from __future__ import annotations
 
@@ -78,7 +41,8 @@ class VerifyCalibration:
 
 CALIBRATIONS: dict[str, VerifyCalibration] = {
     "dlib": VerifyCalibration(gate=0.12, margin=0.0075, nearest=3, min_faces=2, ratio=1.25, lone_ratio=1.3,
-                              source="benchmarks/calibrate_verify.py on four albums of training people (module doc)"),
+                              source="benchmarks/calibrate_verify.py on four albums of training people "
+                                     "(docs/CALIBRATION.md)"),
     "arcface": VerifyCalibration(gate=0.6, margin=0.1, nearest=3, min_faces=2,
                                  source="not measured (no ArcFace model offline): scaled from dlib by the "
                                         "ratio of the grouping thresholds"),

@@ -24,26 +24,9 @@ web-thumbnail families stay unseen; the damaged chip is cut with the clean landm
 (the detector's landmarks on a damaged face are off by about that much). Chips are dlib's
 150 x 150 aligned chips (`face_chips`).
 
-Measured (2-core CPU, 6,378 faces of 531 training people, 4 damaged copies each; validation:
-the 1,326 faces of the 90 calibration people, 5,304 damaged queries against the teacher's sharp
-descriptors of their other photos). dlib's own network: the right person nearest for 62.8 %,
-a 0.02 margin with the right person 34.5 %, at most 0.5 % wrong 27.9 % (`coverage_at_precision`).
-- the whole network learning (session 5: lr 1e-5, 900 steps): nearest 69.4 % but at most
-  0.5 % wrong only 18.1 %: the later layers re-arrange the training people's identities;
-- only the stem and the first two stages learning (`tuned_stages`, the shipped recipe: the
-  defaults below, lr 3e-5, 400 steps, 3.5 min): nearest 69.8 %, margin 40.4 %, at most 0.5 %
-  wrong 33.3 %, sharp faces 0.005 away from dlib's space. Damage is undone where it acts, in
-  the low-level features; the identity geometry of the later layers stays dlib's;
-- one stage (lr 5e-5): 68.8 / 38.8 / 34.0 %; three stages: 67.2 / 39.6 / 24.5 % at 200 steps;
-  a feature term (the second stage's output against the teacher's on the sharp chip): 68.7 /
-  38.3 / 26.4 % at 300 steps; the shipped recipe for 4,000 steps (26 min): 69.8 / 41.6 / 34.7 %
-  at its best step, no better on the calibration album (36 faces verified at full precision
-  against 40), so the short run ships.
-On the verification calibration album (`benchmarks/calibrate_verify.py`, 95 damaged faces) the
-shipped weights verify 40 faces at the rule kept then (margin 0.01, ratio 1.2), all of the right
-person, against dlib's own 38 at its best full-precision rule (margin 0.01) and 30 at the rule
-kept before (margin 0.02); with the resolution ladders it embeds too (albumfix.people.verify) 48
-at margin 0.0075 and ratio 1.1. The held-out album's figures are in the README.
+The defaults of `IdentityTraining` are the shipped recipe (stem and first two stages tuned, lr 3e-5,
+400 steps); what was measured to choose it is in docs/CALIBRATION.md, and the shipped weights'
+model card is albumfix/weights/IDENTITY_MODEL_CARD.md.
 """
 from __future__ import annotations
 
@@ -182,7 +165,7 @@ class IdentityTraining:
     validations (the best is kept: `train_robust_embedder`); threads: torch CPU threads;
     tuned_stages: the stem and this many residual stages learn, the later stages and the head
     stay dlib's (0-5; 5: the whole network).
-    The defaults are the measured recipe (module docstring)."""
+    The defaults are the measured recipe (docs/CALIBRATION.md)."""
 
     steps: int = 400
     batch: int = 24

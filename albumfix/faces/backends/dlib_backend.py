@@ -2,49 +2,15 @@
 embedding. Model files come from the ``face_recognition_models`` package (found without running
 its ``__init__``, which needs the removed ``pkg_resources``).
 
-Detection rule (measured on this project's 2 shared CPU cores, benchmarks/bench_analysis.py):
-- HOG runs on the photo, first shrunk so its long side is at most ``hog_max_side`` (2048 px),
-  then upsampled ``upsample`` times (1 by default: faces down to about 40 px box at the working
-  scale). 0.25 MP photo with one upsampling: 0.17 s (load average 10).
-- Only when HOG finds nothing: HOG again with one more upsampling, on the photo, then on its
-  contrast-equalised luminance (`equalised`: faded, sepia and toned prints lose the edge contrast
-  HOG needs), then on a median-denoised copy (`denoised`: film grain and JPEG noise break HOG's
-  gradients); on the album benchmark's damaged photos these find faces the first pass missed.
-- `search` runs HOG on the equalised and the denoised copy of a photo where faces were found
-  but one of them is damaged (the caller judges that): a damaged two-person photo whose first
-  face HOG found kept its second face hidden before. On the album benchmark's six damaged
-  two-person photos it finds 2 of the 3 hidden faces; it costs 0.03 s on a 250 x 250 photo
-  (with one more upsampling it cost 0.2 s and found no more).
-- Then, when ``cnn_fallback`` is on, the MMOD CNN runs once on a copy scaled to
-  ``cnn_max_pixels`` (0.25 MP, e.g. 500 x 500; small photos enlarged at most 2x, since it finds
-  only faces of about 80 px or more at its scale). It finds tilted, turned and partly hidden
-  faces HOG misses, and costs 8 us per pixel at light machine, 20 us under load (0.25 MP:
-  2-5 s), 20-30 x HOG. Hence never on every photo. On 200 CelebA crops HOG missed 5 faces and
-  the CNN found all 5; on 27 real old photos (many without people) the CNN ran on 12 and found
-  a face in 1 with a 0.4 MP budget (9 s per run under load), in none with 0.25 MP (7 s per run
-  under load).
-- When the CNN finds nothing either, it runs once more on a non-local-means denoised copy
-  (`nl_means_denoised`, at the CNN's scale before any enlarging) and keeps boxes of confidence
-  >= DENOISED_CNN_MIN_SCORE (0.3). Damage applied to a small copy of a photo that was then
-  enlarged leaves noise in blotches that neither the median filter nor the CNN sees through.
-  On the damaged photos of three benchmark albums (79 + 102 + 102 faces) it found 5 faces
-  nothing else found, at confidence 0.24-1.06. On the 27 real old photos it found one false
-  face, a windmill at 0.25, which the floor drops; the true finds on the calibration albums
-  are at 0.33 and above. Cost: 0.1-0.5 s of denoising plus one more CNN run, only on photos
-  where nothing was found.
-- `search` also runs the CNN once when there is room for another face (`room_for_face`: a square
-  the size of the smallest found face fits clear of the found ones, each grown by a quarter of
-  its width). A damaged two-person photo whose second face every HOG pass misses is the case.
-  A portrait whose face fills the frame is not: of 1,000 LFW photos, 118 are searched and 2 of
-  them have room. On the three albums it found 5 more faces (second faces of pair photos, one
-  small face in a large photo). Both together: found damaged faces 73 -> 75 of 79 (held out),
-  95 -> 99 and 96 -> 99 of 102 (the calibration albums); 1,000 LFW photos scan 1.03x as long;
-  the 27 real old photos, most with no face HOG finds, 1.48x (82 -> 121 s under load).
-- The CNN never runs on an image whose short side at its scale is below ``CNN_MIN_SIDE`` (64 px):
-  a face filling a 70 px image is the smallest it found (none in 60 px or less), and dlib
-  20.0 raises ``alias_tensor ... offset+size() <= t.size()`` below 10 px, 1 x 4000 and 6 x 4000
-  included, and can corrupt its heap doing so (the process then aborts, out of reach of any
-  exception handler).
+Detection (`DlibDetector.detect`: an (H, W, 3) uint8 photo -> boxes in photo px): HOG on the photo
+shrunk to a long side of at most ``hog_max_side``, upsampled ``upsample`` times. Only when that
+finds nothing: HOG with one more upsampling on the photo, then its `equalised`, then its
+`denoised` copy; then, with ``cnn_fallback``, the MMOD CNN on a copy of ``cnn_max_pixels``
+(enlarged at most 2x), then on a `nl_means_denoised` copy, keeping boxes of confidence >=
+DENOISED_CNN_MIN_SCORE. `search` looks again in a photo where one of the faces found is damaged:
+HOG on the equalised and denoised copies, then the CNN when `room_for_face`. The CNN never runs on an image
+whose short side at its scale is below CNN_MIN_SIDE px (dlib 20.0 raises, and can corrupt its
+heap, below 10 px). Timings and what each pass finds: docs/CALIBRATION.md.
 Embeddings: dlib's raw descriptors have length about 1.46 (1.34-1.60 on CelebA photos); they are
 stored scaled to unit length, so dlib's usual "same person below 0.6 euclidean" corresponds to
 about 0.41 on the stored unit vectors (cosine distance = euclidean^2 / 2, about 0.085).
@@ -65,9 +31,9 @@ from albumfix.faces.backends import FaceBox, unit_rows
 SHAPE_68 = "shape_predictor_68_face_landmarks.dat"
 RESNET = "dlib_face_recognition_resnet_model_v1.dat"
 MMOD = "mmod_human_face_detector.dat"
-CNN_MIN_SIDE = 64  # px at the CNN's scale; see the module docstring
+CNN_MIN_SIDE = 64  # px at the CNN's scale; see the module docstring and docs/CALIBRATION.md
 SEARCH_MAX_IOU = 0.3  # a searched box overlapping a found one this much is that face
-DENOISED_CNN_MIN_SCORE = 0.3  # MMOD confidence a face found only on the denoised copy needs (doc)
+DENOISED_CNN_MIN_SCORE = 0.3  # MMOD confidence a face found only on the denoised copy needs (docs/CALIBRATION.md)
 ROOM_GRID = 32  # px: room_for_face judges free space on a grid where a face is this wide
 
 
