@@ -26,9 +26,10 @@ from albumfix.train.dataset import (
     TrainingCache,
     choose_training_exemplars,
     collate,
-    encode_crops,
+    encode_jpeg,
     evaluation_samples,
     load_cache,
+    pack_jpegs,
     person_split,
     save_cache,
 )
@@ -128,7 +129,7 @@ def make_cache(path, people: int = 6, photos: int = 4, size: int = S, seed: int 
     keys = names
     is_gt = np.ones(len(crops), bool)
     exemplar, distance = choose_training_exemplars(keys, landmarks, np.stack(embeds), person_arr, is_gt, is_gt)
-    jpeg, offsets = encode_crops(crops)
+    jpeg, offsets = pack_jpegs([encode_jpeg(c, 95) for c in crops])
     split = (person_arr >= people - 2).astype(np.uint8)  # the last two people are held out
     cache = TrainingCache(
         jpeg=jpeg, jpeg_offsets=offsets, landmarks=landmarks, embeddings=np.stack(embeds), person=person_arr,

@@ -365,11 +365,6 @@ def decode_jpeg(data: np.ndarray, offsets: np.ndarray, index: int) -> np.ndarray
     return cv2.imdecode(data[offsets[index]:offsets[index + 1]], cv2.IMREAD_COLOR)[..., ::-1].copy()
 
 
-def encode_crops(crops: Sequence[np.ndarray], quality: int = 95) -> tuple[np.ndarray, np.ndarray]:
-    """(S, S, 3) uint8 RGB crops -> packed JPEGs (see `pack_jpegs`)."""
-    return pack_jpegs([encode_jpeg(c, quality) for c in crops])
-
-
 def save_cache(cache: TrainingCache, path: Path | str) -> None:
     """Write `cache` as one .npz, atomically (temp file + rename)."""
     buffer = io.BytesIO()
@@ -413,9 +408,6 @@ class AugmentConfig:
     pairs_share: float = 0.5
     wrong_ref_prob: float = 0.0
     self_ref_prob: float = 0.0
-
-
-NO_AUGMENT = AugmentConfig(flip_prob=0.0, landmark_jitter=0.0, ref_degrade_prob=0.0)
 
 
 @dataclass
