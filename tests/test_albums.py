@@ -43,7 +43,8 @@ def test_benchmark_builds_truth_runs_the_cli_and_scores(identity_root, tmp_path)
 
     report = run_benchmark(work, variants=("product", "unguided"))
     family = report["families"]["training"]
-    assert family["faces"] == 1 and family["detected"] in (0.0, 1.0)
+    # the one damaged face is frontal and about 320 px wide in its 640-px photo: it is found
+    assert family["faces"] == 1 and family["detected"] == 1.0
     assert np.isfinite(family["input"]["psnr"]) and 0 < family["input"]["identity"] < 2
     assert 0 < family["input"]["judge"] < 2  # FaceNet distance of the damaged face to its truth
     for variant in ("product", "unguided"):

@@ -3,13 +3,14 @@ models listing, doctor, and the stdout/stderr split."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
 import pytest
 
 from albumfix.settings import SettingsError, load_settings
-from conftest import REPO, run_cli, seeded_output
+from conftest import REPO, cli_command, run_cli, seeded_output
 
 
 def test_help_does_not_import_torch_or_backends():
@@ -131,15 +132,35 @@ def test_two_exemplars_each_guide_a_restoration_and_are_fused(album_copy, analys
     assert two_pixels != one_pixels  # the second exemplar's restoration is part of the output
 
 
-def test_models_and_doctor_json():
+def doctor_json(home) -> dict:
+    """`albumfix doctor --json` with HOME=home (where it looks for ~/.insightface)."""
+    env = dict(os.environ, HOME=str(home))
+    env.pop("ALBUMFIX_HOME", None)
+    result = subprocess.run(cli_command("doctor", "--json"), capture_output=True, text=True, cwd=REPO, env=env)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_models_and_doctor_json(tmp_path):
+    from test_backends import write_pack  # a tiny insightface pack in the real file format
+
     models = run_cli("models", "list", "--json")
     assert models.returncode == 0, models.stderr
     names = [m["config"] for m in json.loads(models.stdout)]
     assert "asffnet512" in names and "albumfix-s128" in names
-    doctor = json.loads(run_cli("doctor", "--json").stdout)
+    home = tmp_path / "home"
+    pack = home / ".insightface" / "models" / "buffalo_l"
+    home.mkdir()
+    doctor = doctor_json(home)
     assert doctor["backends"]["dlib"]["ok"] is True
     assert set(doctor) >= {"device", "backends", "weights", "versions"}
-    assert doctor["backends"]["insightface"]["ok"] in (True, False)
+    # no insightface pack: reported missing, with the folder to put it in
+    missing = doctor["backends"]["insightface"]
+    assert missing["ok"] is False and str(pack) in missing["detail"] and "det_10g.onnx" in missing["detail"]
+    # the pack in ~/.insightface: reported usable, from that folder
+    write_pack(pack)
+    found = doctor_json(home)["backends"]["insightface"]
+    assert found["ok"] is True and str(pack) in found["detail"]
 
 
 def test_json_goes_to_stdout_and_logs_to_stderr(album_copy, analysed_index, tmp_path):

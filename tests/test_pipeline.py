@@ -64,6 +64,7 @@ def test_outputs_mirror_album_and_json_has_stable_keys(album_copy, restored):
     b = np.asarray(Image.open(out / "1998/old print.jpg"))
     assert a.shape == b.shape and not np.array_equal(a, b)
     assert (out / "report.html").is_file() and "old print.jpg" in (out / "report.html").read_text()
+    assert not (out / ".albumfix" / "faces").exists()  # face strips only with --save-faces
     assert (out / ".albumfix" / "index.sqlite").is_file()
     assert json.loads(json.dumps(data)) == data  # JSON-serialisable as is
 

@@ -8,6 +8,7 @@ import os
 import shutil
 import signal
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -61,26 +62,65 @@ def test_nasty_album_reports_each_bad_file_and_finishes_the_rest(album_copy, tmp
     assert data["summary"]["failed"] == len(expected)
 
 
+def _kill_after_restored(command: list[str], count: int) -> list[dict]:
+    """Run `command` (a `restore --jsonl`) and SIGKILL it as soon as it has reported `count`
+    restored photos; returns the photo lines it printed."""
+    with tempfile.TemporaryFile("w+") as stderr:  # a file: a pipe nobody reads could fill up
+        proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=stderr, text=True)
+        lines = []
+        while sum(line.get("status") == "restored" for line in lines) < count:
+            line = proc.stdout.readline()
+            if not line:
+                proc.wait()
+                stderr.seek(0)
+                pytest.fail(f"the run ended before restoring {count} photos: {stderr.read()}")
+            lines.append(json.loads(line))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        proc.stdout.close()
+    return lines
+
+
 def test_sigkill_at_any_moment_then_rerun_gives_identical_outputs(album_copy, random_weights, tmp_path):
-    args = ["--weights", str(random_weights), "--restore", "all", "--no-cnn-fallback", "--json", "-q"]
+    """Killed at fractions of an uninterrupted run's time (startup and analysis included), and
+    right after the first, second and third of its four restored photos is reported, so that
+    three kills surely land mid-restore (checked on what they leave: some photos restored, not
+    all); every rerun ends with the uninterrupted run's outputs and JSON."""
+    args = ["--weights", str(random_weights), "--restore", "all", "--no-cnn-fallback", "--batch-size", "1", "-q"]
     reference_out = tmp_path / "reference"
     started = time.perf_counter()
-    reference = run_cli("restore", str(album_copy), "-o", str(reference_out), *args)
+    reference = run_cli("restore", str(album_copy), "-o", str(reference_out), *args, "--json")
     total = time.perf_counter() - started
     assert reference.returncode == 0, reference.stderr
     expected_files = photo_outputs(reference_out)
     expected_json = comparable_photos(json.loads(reference.stdout)["photos"])
     assert len(expected_files) == 5
+    restored = sorted(p["path"] for p in expected_json if p["status"] == "restored")
+    assert len(restored) == 4  # every photo but the faceless one
 
-    for fraction in (0.2, 0.45, 0.65, 0.8, 0.95):
+    def resume_and_compare(out: Path, when: str) -> None:
+        resumed = run_cli("restore", str(album_copy), "-o", str(out), *args, "--json")
+        assert resumed.returncode == 0, resumed.stderr
+        assert photo_outputs(out) == expected_files, f"killed {when}"
+        assert comparable_photos(json.loads(resumed.stdout)["photos"]) == expected_json
+        assert not list(out.rglob(".albumfix-tmp-*"))
+
+    for fraction in (0.2, 0.5):
         out = tmp_path / f"killed-{fraction}"
-        proc = subprocess.Popen(cli_command("restore", str(album_copy), "-o", str(out), *args),
+        proc = subprocess.Popen(cli_command("restore", str(album_copy), "-o", str(out), *args, "--json"),
                                 cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(total * fraction)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-        resumed = run_cli("restore", str(album_copy), "-o", str(out), *args)
-        assert resumed.returncode == 0, resumed.stderr
-        assert photo_outputs(out) == expected_files, f"killed at {fraction:.0%} of the run"
-        assert comparable_photos(json.loads(resumed.stdout)["photos"]) == expected_json
-        assert not list(out.rglob(".albumfix-tmp-*"))
+        resume_and_compare(out, f"at {fraction:.0%} of the run")
+
+    for count in (1, 2, 3):
+        out = tmp_path / f"killed-after-{count}"
+        lines = _kill_after_restored(cli_command("restore", str(album_copy), "-o", str(out), *args, "--jsonl"), count)
+        reported = [line["path"] for line in lines if line.get("status") == "restored"]
+        on_disk = [path for path in restored if (out / path).is_file()]
+        # the kill landed mid-restore: the photos reported restored are written, complete, and
+        # at least one photo still waits for its restoration
+        assert set(reported) <= set(on_disk) and count <= len(on_disk) < len(restored), on_disk
+        assert all((out / path).read_bytes() == expected_files[path] for path in on_disk)
+        resume_and_compare(out, f"after {count} restored photos")
