@@ -1,11 +1,13 @@
 """The `albumfix` command line (typer). Thin: parse options, call the pipeline, render output.
 
-Every option can also come from an environment variable `ALBUMFIX_<OPTION>` (shown in --help) or
-from a TOML config file (`--config`). Logs and progress go to stderr; `--json` writes one JSON
-document to stdout (`--jsonl`: one line per photo, then the summary). Exit codes: 0 ok, 1 some
-photos failed, 2 usage error, 3 album not found or unreadable, 4 fatal (model, weights or device
-unusable, no space left), 5 another run holds the output folder, 130 / 143 stopped by SIGINT /
-SIGTERM after the photo in hand.
+The options of scan and restore are built from the fields of `Settings` (albumfix/cli_options.py),
+the one place of their defaults and help. Each can also come from an environment variable
+`ALBUMFIX_<OPTION>` (shown in --help) or from a TOML config file (`--config`). Logs and progress
+go to stderr; `--json` writes one JSON document to stdout (`--jsonl`: one line per photo, then the
+summary). Exit codes: 0 ok, 1 some photos failed, 2 usage error, 3 album not found or unreadable,
+4 fatal (model, weights or device unusable, no space left), 5 another run holds the output folder,
+130 / 143 stopped by SIGINT / SIGTERM after the photo in hand. Developer commands (training and
+evaluation) have their own --help panel.
 """
 from __future__ import annotations
 
@@ -20,7 +22,12 @@ import typer
 from typer.core import TyperGroup
 
 from albumfix import __version__
+from albumfix.cli_options import (ALBUMS_PANEL, CROPS_PANEL, DEVELOPER_PANEL, AlbumArg, JsonOpt,
+                                  OldConfigOpt, OutOpt, PanelCommand, PanelGroup, RecipeOpt, WaitOpt,
+                                  check_eval_mode, like_setting, merge_flags, recipe_path,
+                                  split_overrides, with_run_options)
 from albumfix.errors import EXIT_USAGE, AlbumfixError, UsageError
+from albumfix.settings import Settings
 
 
 class _DefaultCommandGroup(TyperGroup):
@@ -35,6 +42,7 @@ class _DefaultCommandGroup(TyperGroup):
 
 app = typer.Typer(
     name="albumfix",
+    cls=PanelGroup,
     help="Restore the faces in a photo album, guided by each person's own best photos.\n\n"
          "Start with:  albumfix restore ALBUM   (writes a restored copy to ALBUM-restored/)",
     no_args_is_help=True,
@@ -63,52 +71,6 @@ def _root(version: Annotated[bool, typer.Option("--version", callback=_version, 
 app.add_typer(models_app, name="models")
 
 log = logging.getLogger("albumfix")
-
-
-def _env(name: str) -> str:
-    return f"ALBUMFIX_{name.upper()}"
-
-
-# --- shared options (one definition each, reused by scan and restore) ---------------------------
-AlbumArg = Annotated[Path, typer.Argument(help="Album folder (searched recursively).", show_default=False)]
-OutOpt = Annotated[Optional[Path], typer.Option("--output", "-o", envvar=_env("output"),
-                   help="Output folder [default: ALBUM-restored beside the album].")]
-ConfigOpt = Annotated[Optional[Path], typer.Option("--config", envvar=_env("config"),
-                      help="TOML file with default settings (same names as the options).")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout.")]
-DryRunOpt = Annotated[Optional[bool], typer.Option("--dry-run", envvar=_env("dry_run"),
-                      help="Plan and report; write nothing.", show_default=False)]
-VerboseOpt = Annotated[int, typer.Option("--verbose", "-v", count=True, help="More log detail (-vv: debug).")]
-QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings and errors on stderr.")]
-FacesOpt = Annotated[Optional[str], typer.Option("--faces", envvar=_env("faces"),
-                     help="Face detector+embedder: auto|dlib|insightface [default: auto].")]
-LandmarksOpt = Annotated[Optional[str], typer.Option("--landmarks", envvar=_env("landmarks"),
-                         help="68-point landmarks: auto|dlib|fan [default: auto].")]
-ModelsDirOpt = Annotated[Optional[Path], typer.Option("--models-dir", envvar=_env("models_dir"),
-                         help="insightface model root [default: ~/.insightface].")]
-UpsampleOpt = Annotated[Optional[int], typer.Option("--upsample", envvar=_env("upsample"),
-                        help="dlib HOG upsampling (finds smaller faces, slower) [default: 1].")]
-CnnOpt = Annotated[Optional[bool], typer.Option("--cnn-fallback/--no-cnn-fallback", envvar=_env("cnn_fallback"),
-                   help="Try dlib's slower CNN detector when HOG finds no face [default: on].",
-                   show_default=False)]
-MaxMpOpt = Annotated[Optional[float], typer.Option("--max-megapixels", envvar=_env("max_megapixels"),
-                     help="Refuse larger images (decompression-bomb guard) [default: 180].")]
-RestoreModeOpt = Annotated[Optional[str], typer.Option("--restore", envvar=_env("restore"),
-                           help="Which faces: auto (degraded ones) | all | none [default: auto].")]
-MinFaceOpt = Annotated[Optional[int], typer.Option("--min-face-size", envvar=_env("min_face_size"),
-                       help="Skip faces whose eye-to-eye distance is below this many px [default: 24].")]
-ExemplarsOpt = Annotated[Optional[int], typer.Option("--exemplars", envvar=_env("exemplars"),
-                         help="Exemplars per degraded face: each guides one restoration and the outputs are fused per facial region (K times the model work); 0 restores without guidance [default: 1].")]
-WaitOpt = Annotated[Optional[float], typer.Option("--wait", envvar=_env("wait"), metavar="SECONDS",
-                    help="When another albumfix run is using OUTPUT, wait up to this long for it "
-                         "instead of exiting with code 5 [default: 0].")]
-FilesFromOpt = Annotated[Optional[Path], typer.Option("--files-from", metavar="FILE", allow_dash=True,
-                         help="Only these album files: one path per line (NUL-separated with "
-                              "--null), '-' reads stdin. Paths absolute, or relative to the current "
-                              "folder or to the album.")]
-NullOpt = Annotated[bool, typer.Option("--null", help="--files-from entries end with NUL (find -print0).")]
-JsonlOpt = Annotated[bool, typer.Option("--jsonl", help="Stream one JSON line per photo as it finishes, "
-                                                          "then a summary line (no `photos`).")]
 
 
 def _setup_logging(verbose: int, quiet: bool) -> None:
@@ -162,20 +124,19 @@ def _fail(exc: AlbumfixError) -> None:
     raise typer.Exit(exc.exit_code)
 
 
-def _run(restore: bool, options: dict) -> None:
-    """Run scan or restore with a command's parameters (the Settings fields plus album,
-    config, as_json, as_jsonl, files_from, null, verbose, quiet; `restore_mode` is the `restore`
-    setting). SIGINT/SIGTERM stop it after the photo in hand, with the summary printed."""
+def _run(restore: bool, album: Path, options: dict) -> None:
+    """Run scan or restore on ALBUM with a command's options (the Settings fields it takes plus
+    cli_options.RUN_OPTIONS). SIGINT/SIGTERM stop it after the photo in hand, with the summary
+    printed."""
     from contextlib import nullcontext
 
     from albumfix.interrupt import stop_on_signals
     from albumfix.pipeline import Pipeline
     from albumfix.settings import load_settings
 
-    album, config, as_json = options.pop("album"), options.pop("config"), options.pop("as_json")
-    as_jsonl, files_from, null = options.pop("as_jsonl"), options.pop("files_from"), options.pop("null")
+    config, as_json, as_jsonl = options.pop("config"), options.pop("as_json"), options.pop("as_jsonl")
+    files_from, null = options.pop("files_from"), options.pop("null")
     verbose, quiet = options.pop("verbose"), options.pop("quiet")
-    options["restore"] = options.pop("restore_mode")
     _setup_logging(verbose, quiet)
     try:
         if as_json and as_jsonl:
@@ -242,89 +203,24 @@ def _print_summary(data: dict, restore: bool) -> None:
 
 
 @app.command()
-def restore(
-    album: AlbumArg,
-    output: OutOpt = None,
-    overwrite: Annotated[Optional[str], typer.Option(
-        "--overwrite", envvar=_env("overwrite"),
-        help="Existing files in OUTPUT that albumfix did not write: never|always|if-newer "
-             "(if the photo is newer) [default: never]. Files albumfix wrote are always updated.")] = None,
-    dry_run: DryRunOpt = None,
-    faces: FacesOpt = None,
-    landmarks: LandmarksOpt = None,
-    models_dir: ModelsDirOpt = None,
-    upsample: UpsampleOpt = None,
-    cnn_fallback: CnnOpt = None,
-    max_megapixels: MaxMpOpt = None,
-    restore_mode: RestoreModeOpt = None,
-    min_face_size: MinFaceOpt = None,
-    exemplars: ExemplarsOpt = None,
-    model: Annotated[Optional[str], typer.Option("--model", envvar=_env("model"),
-                     help="Model configuration (see `albumfix models`) [default: albumfix-s128].")] = None,
-    weights: Annotated[Optional[Path], typer.Option("--weights", envvar=_env("weights"),
-                       help="Checkpoint file [default: the registered weights of --model].")] = None,
-    device: Annotated[Optional[str], typer.Option("--device", envvar=_env("device"),
-                      help="auto|cpu|cuda|cuda:N|mps [default: auto].")] = None,
-    batch_size: Annotated[Optional[int], typer.Option("--batch-size", envvar=_env("batch_size"),
-                          help="Faces per model call; halved on GPU out-of-memory [default: 8].")] = None,
-    precision: Annotated[Optional[str], typer.Option("--precision", envvar=_env("precision"),
-                         help="auto (bf16/fp16 on GPU) | fp32 [default: auto].")] = None,
-    strength: Annotated[Optional[float], typer.Option("--strength", envvar=_env("strength"),
-                        help="0 keeps the original face, 1 the restored one [default: 1].")] = None,
-    guard: Annotated[Optional[bool], typer.Option("--guard/--no-guard", envvar=_env("guard"),
-                     help="Check each restored face: lower the strength, or keep the original, where restoring "
-                          "moves it away from its person or makes it less sharp [default: on].", show_default=False)] = None,
-    save_faces: Annotated[Optional[bool], typer.Option("--save-faces", envvar=_env("save_faces"),
-                          help="Also write LQ | exemplar | restored strips to OUTPUT/.albumfix/faces/.",
-                          show_default=False)] = None,
-    threads: Annotated[Optional[int], typer.Option("--threads", envvar=_env("threads"),
-                       help="torch CPU threads (outputs are byte-identical for one count) "
-                            "[default: 0, one per CPU albumfix may use].")] = None,
-    wait: WaitOpt = None,
-    files_from: FilesFromOpt = None,
-    null: NullOpt = False,
-    config: ConfigOpt = None,
-    as_json: JsonOpt = False,
-    as_jsonl: JsonlOpt = False,
-    verbose: VerboseOpt = 0,
-    quiet: QuietOpt = False,
-) -> None:
+@with_run_options("restore")
+def restore(album: AlbumArg, **options) -> None:
     """Restore the faces of every photo in ALBUM into a copy under OUTPUT.
 
     Originals are never modified. A re-run only redoes what changed; a killed run resumes.
     Photos without a face to restore are copied byte-for-byte. Writes OUTPUT/report.html.
     """
-    _run(True, dict(locals()))
+    _run(True, album, options)
 
 
 @app.command()
-def scan(
-    album: AlbumArg,
-    output: OutOpt = None,
-    dry_run: DryRunOpt = None,
-    faces: FacesOpt = None,
-    landmarks: LandmarksOpt = None,
-    models_dir: ModelsDirOpt = None,
-    upsample: UpsampleOpt = None,
-    cnn_fallback: CnnOpt = None,
-    max_megapixels: MaxMpOpt = None,
-    restore_mode: RestoreModeOpt = None,
-    min_face_size: MinFaceOpt = None,
-    exemplars: ExemplarsOpt = None,
-    wait: WaitOpt = None,
-    files_from: FilesFromOpt = None,
-    null: NullOpt = False,
-    config: ConfigOpt = None,
-    as_json: JsonOpt = False,
-    as_jsonl: JsonlOpt = False,
-    verbose: VerboseOpt = 0,
-    quiet: QuietOpt = False,
-) -> None:
+@with_run_options("scan")
+def scan(album: AlbumArg, **options) -> None:
     """Find faces, group them into people and choose exemplars; restore nothing.
 
     Results are kept in OUTPUT/.albumfix/index.sqlite, so a later `restore` reuses them.
     """
-    _run(False, dict(locals()))
+    _run(False, album, options)
 
 
 @app.command()
@@ -340,7 +236,6 @@ def doctor(as_json: JsonOpt = False) -> None:
 def _people_out(album: Path, output: Path | None) -> Path:
     """OUT of an album whose index exists (else exit 2 or 3 with the reason)."""
     from albumfix.pipeline import index_path, resolve_paths
-    from albumfix.settings import Settings
 
     try:
         _, out = resolve_paths(album, Settings(output=output))
@@ -467,7 +362,7 @@ def models_import(path: Annotated[Path, typer.Argument(help="Checkpoint (.safete
 
 
 # --- training -----------------------------------------------------------------------------------
-@app.command()
+@app.command(rich_help_panel=DEVELOPER_PANEL)
 def dataset(
     roots: Annotated[list[Path], typer.Argument(help="Identity folders laid out ROOT/<person>/*.jpg.")],
     out: Annotated[Path, typer.Option("--out", help="Training cache to write (.npz).")],
@@ -490,7 +385,7 @@ def dataset(
         typer.echo(f"{key:<12} {value}")
 
 
-@app.command()
+@app.command(rich_help_panel=DEVELOPER_PANEL)
 def pairs(
     cache: Annotated[Path, typer.Option("--cache", help="Training cache (from `albumfix dataset`).")] = Path("cache/train-s128.npz"),
     out: Annotated[Path, typer.Option("--out", help="Pairs file to write (.npz).")] = Path("cache/pairs-s128.npz"),
@@ -512,32 +407,41 @@ def pairs(
         typer.echo(f"{key:<22} {value}")
 
 
-@app.command()
+@app.command(rich_help_panel=DEVELOPER_PANEL)
 def train(
-    overrides: Annotated[Optional[list[str]], typer.Argument(help="KEY=VALUE overrides, e.g. steps=500 loss.fft=0.1.")] = None,
-    config: Annotated[Optional[Path], typer.Option("--config", help="TOML/JSON training recipe.")] = None,
+    overrides: Annotated[Optional[list[str]], typer.Argument(help="KEY=VALUE overrides of the recipe, e.g. steps=500 loss.fft=0.1.")] = None,
+    recipe: RecipeOpt = None,
+    config: OldConfigOpt = None,
 ) -> None:
     """Train (or resume) restoration weights from a training cache; running the same command
     again resumes from the last checkpoint. The shipped recipe: tools/albumfix-s128.toml."""
     from dataclasses import asdict
 
+    try:
+        path = recipe_path(recipe, config)
+    except UsageError as exc:
+        _fail(exc)
     from albumfix.train.trainer import load_train_config, train as run_training
 
+    try:
+        train_config = load_train_config(path, overrides or [])
+    except (OSError, ValueError) as exc:
+        _fail(UsageError(str(exc)))
     _setup_logging(0, False)
-    result = run_training(load_train_config(config, overrides or []))
+    result = run_training(train_config)
     typer.echo(json.dumps(asdict(result), indent=2, default=str))
 
 
-@app.command("train-identity")
+@app.command("train-identity", rich_help_panel=DEVELOPER_PANEL)
 def train_identity(
-    roots: Annotated[list[Path], typer.Argument(help="Identity folders laid out ROOT/<person>/*.jpg.")],
+    args: Annotated[list[str], typer.Argument(metavar="ROOT|KEY=VALUE", show_default=False, help="Identity folders laid out ROOT/<person>/*.jpg, and KEY=VALUE overrides of the recipe (IdentityTraining in albumfix/train/identity.py), e.g. steps=800 batch=32.")],
     out: Annotated[Path, typer.Option("--out", help="Identity weights to write (.safetensors); copy them into the models folder (see models list) to use them.")] = Path("runs/identity/albumfix-id-robust.safetensors"),
     set_path: Annotated[Path, typer.Option("--set", help="Chip set to build or reuse (.npz).")] = Path("cache/identity-set.npz"),
     variants: Annotated[int, typer.Option("--variants", min=1, help="Damaged copies per photo in a new set.")] = 3,
-    steps: Annotated[Optional[int], typer.Option("--steps", min=1, help="[default: the recipe's]")] = None,
-    lr: Annotated[Optional[float], typer.Option("--lr", help="[default: the recipe's]")] = None,
-    tuned_stages: Annotated[Optional[int], typer.Option("--tuned-stages", min=0, max=5, help="Residual stages that learn, with the stem; the later ones stay dlib's [default: the recipe's].")] = None,
-    contrast_weight: Annotated[Optional[float], typer.Option("--contrast-weight", help="Weight of the gallery ranking term [default: the recipe's].")] = None,
+    steps: Annotated[Optional[int], typer.Option("--steps", min=1, help="The same as steps=N [default: the recipe's].")] = None,
+    lr: Annotated[Optional[float], typer.Option("--lr", help="The same as lr=X [default: the recipe's].")] = None,
+    tuned_stages: Annotated[Optional[int], typer.Option("--tuned-stages", min=0, max=5, help="Residual stages that learn, with the stem; the later ones stay dlib's; the same as tuned_stages=S [default: the recipe's].")] = None,
+    contrast_weight: Annotated[Optional[float], typer.Option("--contrast-weight", help="Weight of the gallery ranking term; the same as contrast_weight=W [default: the recipe's].")] = None,
     jobs: Annotated[int, typer.Option("--jobs", min=1, help="Processes building the set.")] = 2,
 ) -> None:
     """Fine-tune dlib's identity network so damaged faces embed where their sharp photos do
@@ -545,50 +449,58 @@ def train_identity(
     folder as albumfix-id-robust.safetensors, in place of the shipped one."""
     from albumfix.train.identity import IdentityTraining, build_identity_set, train_robust_embedder
 
+    try:
+        roots, overrides = split_overrides(args, IdentityTraining)
+        if not roots:
+            raise UsageError("give at least one identity folder ROOT")
+        chosen = merge_flags(overrides, {"steps": steps, "lr": lr, "tuned_stages": tuned_stages,
+                                         "contrast_weight": contrast_weight})
+    except UsageError as exc:
+        _fail(exc)
+    cfg = IdentityTraining(**chosen)
     data = build_identity_set(roots, set_path, variants=variants, jobs=jobs, say=typer.echo)
-    chosen = {"steps": steps, "lr": lr, "tuned_stages": tuned_stages,
-              "contrast_weight": contrast_weight}
-    cfg = IdentityTraining(**{k: v for k, v in chosen.items() if v is not None})
     record = train_robust_embedder(data, out, cfg, say=typer.echo)
     typer.echo(json.dumps({k: record[k] for k in ("steps", "best_step", "seconds", "before", "best")}, indent=2))
 
 
-@app.command("eval")
+@app.command("eval", cls=PanelCommand, rich_help_panel=DEVELOPER_PANEL)
 def evaluate_command(
-    cache: Annotated[Path, typer.Option("--cache", help="Training cache with held-out people.")] = Path("cache/train-s128.npz"),
-    weights: Annotated[Optional[Path], typer.Option("--weights", help="Weights [default: the registered weights of --model].")] = None,
-    checkpoint: Annotated[Optional[Path], typer.Option("--checkpoint", help="A training checkpoint (its EMA weights).")] = None,
-    model: Annotated[str, typer.Option("--model")] = "albumfix-s128",
-    split: Annotated[str, typer.Option("--split", help="val (held-out people) | train.")] = "val",
-    limit: Annotated[Optional[int], typer.Option("--limit", help="First N faces only.")] = None,
-    degradation: Annotated[str, typer.Option("--degradation", help="mild | light | default | heavy.")] = "default",
-    seed: Annotated[int, typer.Option("--seed")] = 1234,
-    pairs: Annotated[Optional[Path], typer.Option("--pairs", help="Score crops made the way restore makes them, from this pairs file (`albumfix pairs`), instead of crop-level damage.")] = None,
-    identity: Annotated[bool, typer.Option("--identity/--no-identity", help="dlib identity distances.")] = True,
-    device: Annotated[str, typer.Option("--device")] = "auto",
-    threads: Annotated[int, typer.Option("--threads", min=1, help="torch CPU threads.")] = 2,
-    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Faces per model call.")] = 16,
-    out: Annotated[Optional[Path], typer.Option("--out", help="Also write the JSON report here.")] = None,
-    examples: Annotated[Optional[Path], typer.Option("--examples", help="PNG sheet: input | unguided | guided | exemplar | truth.")] = None,
-    albums: Annotated[Optional[Path], typer.Option("--albums", help="End-to-end album benchmark in this folder (built on first use): whole photos of held-out people through `albumfix restore`.")] = None,
-    data: Annotated[Optional[list[Path]], typer.Option("--data", help="With --albums: identity folders ROOT/<person>/*.jpg [default: ../shared/data/faces/celeba and lfw].")] = None,
-    people: Annotated[Optional[int], typer.Option("--people", min=1, help="With --albums: at most this many held-out people [default: all].")] = None,
-    code: Annotated[Optional[Path], typer.Option("--code", help="With --albums: run the albumfix of this checkout (before/after comparisons).")] = None,
-    families: Annotated[Optional[list[str]], typer.Option("--family", help="With --albums, for a new album: its damage families, in turn [default: training, aged-print, web-thumbnail; also: phone-snap].")] = None,
+    ctx: typer.Context,
+    albums: Annotated[Optional[Path], typer.Option("--albums", help="Run the end-to-end album benchmark in this folder (built on first use): whole photos of held-out people through `albumfix restore`. Without it: the crop evaluation.")] = None,
+    cache: Annotated[Path, typer.Option("--cache", help="Training cache with held-out people.", rich_help_panel=CROPS_PANEL)] = Path("cache/train-s128.npz"),
+    weights: like_setting("weights", None, rich_help_panel=CROPS_PANEL) = None,
+    checkpoint: Annotated[Optional[Path], typer.Option("--checkpoint", help="A training checkpoint (its EMA weights).", rich_help_panel=CROPS_PANEL)] = None,
+    model: like_setting("model", Settings.model, rich_help_panel=CROPS_PANEL) = Settings.model,
+    split: Annotated[str, typer.Option("--split", help="val (held-out people) | train.", rich_help_panel=CROPS_PANEL)] = "val",
+    limit: Annotated[Optional[int], typer.Option("--limit", help="First N faces only.", rich_help_panel=CROPS_PANEL)] = None,
+    degradation: Annotated[str, typer.Option("--degradation", help="mild | light | default | heavy.", rich_help_panel=CROPS_PANEL)] = "default",
+    seed: Annotated[int, typer.Option("--seed", rich_help_panel=CROPS_PANEL)] = 1234,
+    pairs: Annotated[Optional[Path], typer.Option("--pairs", help="Score crops made the way restore makes them, from this pairs file (`albumfix pairs`), instead of crop-level damage.", rich_help_panel=CROPS_PANEL)] = None,
+    identity: Annotated[bool, typer.Option("--identity/--no-identity", help="dlib identity distances.", rich_help_panel=CROPS_PANEL)] = True,
+    device: like_setting("device", Settings.device, rich_help_panel=CROPS_PANEL) = Settings.device,
+    threads: like_setting("threads", 2, "eval's numbers stay comparable with earlier reports", min=0, rich_help_panel=CROPS_PANEL) = 2,
+    batch_size: like_setting("batch_size", 16, "eval's numbers stay comparable with earlier reports", min=1, rich_help_panel=CROPS_PANEL) = 16,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Also write the JSON report here.", rich_help_panel=CROPS_PANEL)] = None,
+    examples: Annotated[Optional[Path], typer.Option("--examples", help="PNG sheet: input | unguided | guided | exemplar | truth.", rich_help_panel=CROPS_PANEL)] = None,
+    data: Annotated[Optional[list[Path]], typer.Option("--data", help="Identity folders ROOT/<person>/*.jpg [default: ../shared/data/faces/celeba and lfw].", rich_help_panel=ALBUMS_PANEL)] = None,
+    people: Annotated[Optional[int], typer.Option("--people", min=1, help="At most this many held-out people [default: all].", rich_help_panel=ALBUMS_PANEL)] = None,
+    code: Annotated[Optional[Path], typer.Option("--code", help="Run the albumfix of this checkout (before/after comparisons).", rich_help_panel=ALBUMS_PANEL)] = None,
+    families: Annotated[Optional[list[str]], typer.Option("--family", help="For a new album: its damage families, in turn [default: training, aged-print, web-thumbnail; also: phone-snap].", rich_help_panel=ALBUMS_PANEL)] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """PSNR, SSIM and identity distance on held-out people for the degraded input, the model
     without guidance and the model with albumfix's chosen exemplar. With --albums: the same
-    questions end to end, on whole damaged photos through the real `albumfix restore`."""
-    from albumfix.restore.weights import find_weights
-    from albumfix.train.evaluate import EvalConfig, evaluate
-
+    questions end to end, on whole damaged photos through the real `albumfix restore`. Each
+    mode refuses the other's options."""
+    try:
+        check_eval_mode(ctx, albums is not None)
+    except UsageError as exc:
+        _fail(exc)
     if albums is not None:
+        from albumfix.degrade import DAMAGE_FAMILIES, PHOTO_FAMILIES
         from albumfix.train.albums import build_albums, report_table, run_benchmark
 
         roots = data or [Path("../shared/data/faces/celeba"), Path("../shared/data/faces/lfw")]
-        from albumfix.degrade import DAMAGE_FAMILIES, PHOTO_FAMILIES
-
         unknown = sorted(set(families or ()) - set(DAMAGE_FAMILIES))
         if unknown:
             _fail(UsageError(f"unknown damage family {unknown[0]!r}; choose from {', '.join(DAMAGE_FAMILIES)}"))
@@ -597,6 +509,10 @@ def evaluate_command(
         typer.echo(json.dumps(result, indent=2) if as_json else report_table(result))
         return
 
+    from albumfix.pipeline import cpu_threads
+    from albumfix.restore.weights import find_weights
+    from albumfix.train.evaluate import EvalConfig, evaluate
+
     if weights is None and checkpoint is None:
         weights = find_weights(model)
         if weights is None:
@@ -604,7 +520,7 @@ def evaluate_command(
     report = evaluate(EvalConfig(
         cache=str(cache), split=split, limit=limit, weights=str(weights or ""),
         checkpoint=str(checkpoint or ""), model=model, degradation=degradation, seed=seed, pairs=str(pairs or ""),
-        identity=identity, batch_size=batch_size, device=device, threads=threads, out=str(out or ""),
+        identity=identity, batch_size=batch_size, device=device, threads=cpu_threads(threads), out=str(out or ""),
         examples=str(examples or "")))
     typer.echo(report.to_json() if as_json else report.table())
 

@@ -1,4 +1,5 @@
-"""All run options in one dataclass, with documented defaults.
+"""All run options in one dataclass: each field's default and --help text, the one source of the
+options of `scan` and `restore` (albumfix/cli_options.py builds them).
 
 Precedence (highest first): command-line flag, environment variable `ALBUMFIX_<NAME>` (typer reads
 these for every flag), config file (`--config FILE` or `ALBUMFIX_CONFIG`, TOML with the same
@@ -9,8 +10,9 @@ from __future__ import annotations
 import hashlib
 import json
 import sys
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 from albumfix.errors import UsageError
 
@@ -29,32 +31,56 @@ class SettingsError(UsageError):
     """An option value is invalid (a usage error, exit code 2)."""
 
 
+def option(default: Any, help: str, *, scan: bool = True, shown: str | None = None,
+           short: str | None = None, metavar: str | None = None) -> Any:
+    """A Settings field that is an option of `restore` (and of `scan` unless scan=False): `help` is
+    its --help text, `shown` how --help shows the default where the value itself says too little
+    (albumfix/cli_options.py builds the options from these)."""
+    commands = ("scan", "restore") if scan else ("restore",)
+    return field(default=default, metadata={"help": help, "commands": commands, "shown": shown,
+                                            "short": short, "metavar": metavar})
+
+
 @dataclass
 class Settings:
-    """Options of `scan` and `restore`. Sizes in pixels of the (oriented) photo."""
+    """Options of `scan` and `restore`, each with its default and --help text. Sizes in pixels of
+    the (oriented) photo."""
 
-    output: Path | None = None  # OUT folder; default: `<album>-restored` beside the album
-    overwrite: str = "never"  # existing files in OUT that albumfix did not write: never|always|if-newer
-    dry_run: bool = False  # plan and report, write nothing
-    faces: str = "auto"  # detector + embedder: auto|dlib|insightface
-    landmarks: str = "auto"  # 68-point landmarks: auto|dlib|fan
-    models_dir: Path | None = None  # insightface model root (default ~/.insightface)
-    upsample: int = 1  # dlib HOG upsampling steps (finds faces down to ~40 px box at 1)
-    cnn_fallback: bool = True  # dlib CNN detector when HOG finds nothing (slow on CPU)
-    max_megapixels: float = 180.0  # decompression-bomb guard
-    restore: str = "auto"  # which faces: auto (degraded ones) | all | none
-    min_face_size: int = 24  # faces whose eye distance is below this many px are skipped
-    exemplars: int = 1  # exemplars per degraded face, each guides a restoration, fused (restore/fusion.py); 0: none
-    model: str = "albumfix-s128"  # restoration model configuration
-    weights: Path | None = None  # checkpoint; default: the registered weights of `model`
-    device: str = "auto"  # auto|cpu|cuda|cuda:N|mps
-    batch_size: int = 8  # faces per model call (halved automatically on GPU out-of-memory)
-    precision: str = "auto"  # auto (bf16/fp16 on GPU, fp32 on CPU) | fp32
-    strength: float = 1.0  # 0 keeps the original face, 1 uses the restored face fully
-    guard: bool = True  # lower the strength (or keep the original) where restoring moves the face away from its person or blurs it
-    save_faces: bool = False  # write LQ | exemplar | restored strips to OUT/.albumfix/faces/
-    threads: int = 0  # torch CPU threads; 0: one per CPU this process may use (set explicitly: it changes pixels)
-    wait: float = 0.0  # seconds to wait for another run that holds OUT's lock (0: exit 5 at once)
+    output: Path | None = option(None, "Output folder; refused when inside the album.",
+                                 shown="ALBUM-restored beside the album", short="-o")
+    overwrite: str = option("never", "Existing files in OUTPUT that albumfix did not write: "
+                            "never|always|if-newer (if the photo is newer); files albumfix wrote are "
+                            "always updated.", scan=False)
+    dry_run: bool = option(False, "Plan and report; write nothing.")
+    faces: str = option("auto", "Face detector+embedder: auto|dlib|insightface.")
+    landmarks: str = option("auto", "68-point landmarks: auto|dlib|fan.")
+    models_dir: Path | None = option(None, "insightface model root.", shown="~/.insightface")
+    upsample: int = option(1, "dlib HOG upsampling steps (finds smaller faces, slower; at 1 down to "
+                           "a ~40 px box).")
+    cnn_fallback: bool = option(True, "Try dlib's slower CNN detector when HOG finds no face.")
+    max_megapixels: float = option(180.0, "Refuse larger images (decompression-bomb guard).")
+    restore: str = option("auto", "Which faces: auto (degraded ones) | all | none.")
+    min_face_size: int = option(24, "Skip faces whose eye-to-eye distance is below this many px.")
+    exemplars: int = option(1, "Exemplars per degraded face: each guides one restoration and the "
+                            "outputs are fused per facial region (K times the model work); 0 restores "
+                            "without guidance.")
+    model: str = option("albumfix-s128-aware", "Model configuration (see `albumfix models`).", scan=False)
+    weights: Path | None = option(None, "Checkpoint file.", shown="the registered weights of --model",
+                                  scan=False)
+    device: str = option("auto", "auto|cpu|cuda|cuda:N|mps.", scan=False)
+    batch_size: int = option(8, "Faces per model call (restore halves it on GPU out-of-memory).",
+                             scan=False)
+    precision: str = option("auto", "auto (bf16/fp16 on GPU, fp32 on CPU) | fp32.", scan=False)
+    strength: float = option(1.0, "0 keeps the original face, 1 the restored one.", scan=False)
+    guard: bool = option(True, "Check each restored face: lower the strength, or keep the original, "
+                         "where restoring moves it away from its person or makes it less sharp.",
+                         scan=False)
+    save_faces: bool = option(False, "Also write LQ | exemplar | restored strips to "
+                              "OUTPUT/.albumfix/faces/.", scan=False)
+    threads: int = option(0, "torch CPU threads; 0: one per CPU albumfix may use (outputs are "
+                          "byte-identical for one count, so set it where that matters).", scan=False)
+    wait: float = option(0.0, "When another albumfix run is using OUTPUT, wait up to this long for it "
+                         "instead of exiting with code 5.", metavar="SECONDS")
 
     def validate(self) -> "Settings":
         """Raise SettingsError for out-of-range values; returns self."""
