@@ -218,7 +218,7 @@ class Composer:
             if settings.save_faces:
                 self._write_image(self.pipeline.out / FACES_DIR / f"{fw.face_id}.png", strip)
             info[fw.face_id] = {
-                "model": settings.model,
+                "model": self.pipeline.model_name,
                 "exemplar": fw.exemplars[0] if fw.exemplars else None,
                 **({"fused": fw.exemplars} if len(fw.exemplars) > 1 else {}),
                 "guided": bool(result.guided),

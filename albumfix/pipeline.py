@@ -457,7 +457,7 @@ class Pipeline:
             s = self.settings
             try:
                 torch.set_num_threads(cpu_threads(s.threads))
-                self._engine = RestoreEngine(model=s.model, weights=s.weights, device=s.device,
+                self._engine = RestoreEngine(model=self.model_name, weights=s.weights, device=s.device,
                                              batch_size=s.batch_size, precision=s.precision)
             except Exception as exc:  # any failure to load the model or device is fatal
                 raise FatalError(f"restoration model unusable: {exc}") from exc
@@ -531,12 +531,20 @@ class Pipeline:
         self._publish(report)
 
     @cached_property
+    def model_name(self) -> str:
+        """The configuration restore runs: the one a given albumfix weights file was saved from
+        (so `--weights FILE` alone is enough), else `--model`."""
+        from albumfix.restore.weights import weights_config
+
+        return (weights_config(self.settings.weights) if self.settings.weights else None) or self.settings.model
+
+    @cached_property
     def weights_digest(self) -> str:
         """SHA-256 of the weights file restore uses (given, imported or shipped; "none" when
         there is none), read once per run: new weights mean new outputs, even at the same path."""
         from albumfix.restore.weights import file_sha256, find_weights
 
-        path = self.settings.weights or find_weights(self.settings.model)
+        path = self.settings.weights or find_weights(self.model_name)
         return file_sha256(path) if path and Path(path).is_file() else "none"
 
     def _output_key(self, digest: str, plan: "Plan", to_restore: list[str]) -> str:

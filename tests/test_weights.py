@@ -18,7 +18,7 @@ from albumfix.restore import (
 )
 from albumfix.restore import weights as weights_mod
 from albumfix.restore.configs import get_config, register_config
-from albumfix.restore.weights import config_behaviour, file_sha256, read_state_dict, user_models_dir
+from albumfix.restore.weights import config_behaviour, file_sha256, read_state_dict, user_models_dir, weights_config
 from conftest import tiny_model_config
 
 @pytest.fixture(autouse=True)
@@ -88,6 +88,9 @@ def test_save_and_load_light_model_in_float16(tmp_path: Path) -> None:
     assert meta == {"step": "1200", "format": "albumfix", "config": "albumfix-s128",
                     "behaviour": config_behaviour(get_config("albumfix-s128"))}
     assert not list((tmp_path / "out").glob(".*tmp"))  # no temporary file left behind
+    assert weights_config(path) == "albumfix-s128"  # read from the metadata alone
+    (tmp_path / "foreign.safetensors").write_bytes(b"not safetensors")
+    assert weights_config(tmp_path / "foreign.safetensors") is None and weights_config(tmp_path / "none.pth") is None
 
 
 def test_user_weights_take_precedence_over_shipped(tmp_path: Path) -> None:

@@ -276,6 +276,19 @@ def save_weights(
     return path
 
 
+def weights_config(path: str | Path) -> str | None:
+    """The configuration an albumfix .safetensors file was saved from (its metadata), read
+    without its tensors; None for a foreign or unreadable file."""
+    path = Path(path)
+    if path.suffix != SUFFIX or not path.is_file():
+        return None
+    try:
+        metadata = _read_safetensors(path, with_tensors=False)[1]
+    except WeightsError:
+        return None
+    return metadata.get("config") if metadata.get("format") == FORMAT_TAG else None
+
+
 def find_weights(config_name: str) -> Path | None:
     """The weights file for `config_name`: the user's import first, else the shipped one."""
     return find_model_file(f"{config_name}{SUFFIX}", SHIPPED_DIR)
