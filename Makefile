@@ -12,7 +12,7 @@ STAMP  := $(VENV)/.installed
 
 DATA   ?= ../shared/data/faces
 TRAIN_OUT ?= runs/train-gpu
-PACK_MIB  ?= 34
+PACK_MIB  ?= 26
 # the GPU machine has no venv: its own python3 holds torch
 TRAIN_PY  ?= $(if $(wildcard $(PY)),$(PY),python3)
 CACHE  ?= cache/train-s128.npz
@@ -73,16 +73,16 @@ pairs: $(STAMP)
 	$(VENV)/bin/albumfix pairs --cache $(CACHE) --out $(PAIRS) --work-dir cache
 
 train: $(STAMP)
-	$(VENV)/bin/albumfix train --config tools/albumfix-s128.toml cache=$(CACHE)
+	$(VENV)/bin/albumfix train --recipe tools/albumfix-s128.toml cache=$(CACHE)
 
 train-aware: $(STAMP)
-	$(VENV)/bin/albumfix train --config tools/albumfix-s128-aware.toml
+	$(VENV)/bin/albumfix train --recipe tools/albumfix-s128-aware.toml
 
 gpu-pack: $(STAMP)
 	$(PY) tools/make_pack.py --cache $(CACHE) --pairs $(PAIRS) --out carry --budget-mib $(PACK_MIB)
 
 train-gpu:
-	PYTHONPATH=$(CURDIR) $(TRAIN_PY) -m albumfix.cli train --config tools/albumfix-s128-aware-gpu.toml \
+	PYTHONPATH=$(CURDIR) $(TRAIN_PY) -m albumfix.cli train --recipe tools/albumfix-s128-aware-gpu.toml \
 		out_dir=$(TRAIN_OUT) export=$(TRAIN_OUT)/albumfix-s128-aware.safetensors
 
 train-identity: $(STAMP)

@@ -98,7 +98,7 @@ def test_the_gpu_recipe_runs_on_the_cpu_with_a_tiny_budget(tmp_path):
     recipe = Path(__file__).resolve().parents[1] / "tools/albumfix-s128-aware-gpu.toml"
     config = load_train_config(recipe, [f"cache={report.cache}", f"pairs={report.pairs}", f"out_dir={tmp_path / 'out'}",
                                         "max_minutes=0.1", "batch_size=2", "num_workers=0", "device=cpu", "val_count=2"])
-    assert config.schedule == "minutes" and config.init_weights.endswith("albumfix-s128.safetensors")
+    assert config.schedule == "minutes" and config.init_weights.endswith("albumfix-s128-aware.safetensors")
     result = train(config)
     assert result.finished and result.step >= 1 and result.val_psnr is not None
     assert create_model(config.model, weights=result.weights).config.damage_head
