@@ -350,9 +350,11 @@ def build_dataset(roots: Sequence[Path | str], out_path: Path | str, size: int =
 
 
 def pack_jpegs(jpegs: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """Concatenate encoded JPEGs: -> (bytes (total,) uint8, offsets (N + 1,) int64)."""
+    """Concatenate encoded JPEGs: -> (bytes (total,) uint8, offsets (N + 1,) int64); none gives
+    empty bytes and offsets [0]."""
     offsets = np.concatenate([[0], np.cumsum([len(j) for j in jpegs])]).astype(np.int64)
-    return np.concatenate(jpegs).astype(np.uint8), offsets
+    data = np.concatenate(jpegs) if len(jpegs) else np.zeros(0, np.uint8)
+    return data.astype(np.uint8), offsets
 
 
 def unpack_jpegs(data: np.ndarray, offsets: np.ndarray) -> list[np.ndarray]:
@@ -569,6 +571,22 @@ def tensor_to_images(x: "torch.Tensor") -> list[np.ndarray]:  # noqa: F821
     """(B, 3, S, S) float in [-1, 1] -> list of (S, S, 3) uint8 images (rounded, clipped)."""
     arr = ((x.detach().float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
     return list(arr)
+
+
+def restore_samples(model, samples: Sequence[TrainingSample], guided: bool, device="cpu",
+                    batch_size: int = 16) -> list[np.ndarray]:
+    """(S, S, 3) uint8 restorations of TrainingSamples by `model`, without gradients, in batches;
+    guided takes each sample's exemplar, unguided feeds the input as its own (as `restore` runs a
+    face it has no exemplar for)."""
+    import torch
+
+    out: list[np.ndarray] = []
+    with torch.no_grad():
+        for start in range(0, len(samples), batch_size):
+            batch = collate(samples[start:start + batch_size]).to(device)
+            ref, ref_lm = (batch.ref, batch.ref_landmarks) if guided else (batch.lq, batch.lq_landmarks)
+            out += tensor_to_images(model(batch.lq, ref, batch.lq_landmarks, ref_lm))
+    return out
 
 
 def collate(samples: Sequence[TrainingSample]) -> Batch:

@@ -176,9 +176,7 @@ def _make_shard(tasks: list[tuple[int, int, str, list, list]]) -> _Made:
 
 def _save_shard(made: _Made, path: Path) -> None:
     buffer = io.BytesIO()
-    empty = (np.zeros(0, np.uint8), np.zeros(1, np.int64))
-    lq = pack_jpegs(made.lq) if made.lq else empty
-    target = pack_jpegs(made.target) if made.target else empty
+    lq, target = pack_jpegs(made.lq), pack_jpegs(made.target)
     np.savez(buffer, lq=lq[0], lq_offsets=lq[1], target=target[0], target_offsets=target[1],
              lq_landmarks=np.asarray(made.lq_landmarks, np.float32).reshape(-1, 68, 2),
              truth_landmarks=np.asarray(made.truth_landmarks, np.float32).reshape(-1, 68, 2),

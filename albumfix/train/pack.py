@@ -37,12 +37,18 @@ class PackReport:
     made_pairs: int
 
 
+def _remap(size: int, keep: np.ndarray) -> np.ndarray:
+    """(size,) int64: the position of each index in sorted `keep`, -1 for indices not kept."""
+    remap = np.full(size, -1, np.int64)
+    remap[np.asarray(sorted(keep), np.int64)] = np.arange(len(keep))
+    return remap
+
+
 def subset_cache(cache: TrainingCache, keep: np.ndarray) -> TrainingCache:
     """The crops `keep` (sorted crop indices) of `cache`; an exemplar outside the subset becomes
     -1. Returns a new TrainingCache with its own packed JPEG bytes."""
     keep = np.asarray(sorted(set(int(i) for i in keep)), np.int64)
-    remap = np.full(len(cache), -1, np.int64)
-    remap[keep] = np.arange(len(keep))
+    remap = _remap(len(cache), keep)
     jpegs = unpack_jpegs(cache.jpeg, cache.jpeg_offsets)
     data, offsets = pack_jpegs([jpegs[i] for i in keep])
     per_crop = {f.name: getattr(cache, f.name)[keep] for f in fields(cache)
@@ -75,7 +81,7 @@ def _person_order(cache: TrainingCache, split: str) -> list[int]:
 
 
 def choose_crops(cache: TrainingCache, budget: int, val_pairs: int) -> np.ndarray:
-    """Crop indices for a pack of about `budget` bytes of JPEG (module docstring)."""
+    """Crop indices for a pack of at most `budget` bytes (JPEGs and rows; module docstring)."""
     keep: set[int] = set()
     used = 0
 
@@ -101,9 +107,8 @@ def choose_crops(cache: TrainingCache, budget: int, val_pairs: int) -> np.ndarra
 
 def subset_pairs(pairs: InferencePairs, cache: TrainingCache, keep: np.ndarray, budget: int) -> InferencePairs:
     """The pairs whose base crop is in `keep` (crop indices of `cache`), in file order, up to
-    `budget` bytes of JPEG; bases remapped to positions in sorted `keep`."""
-    remap = np.full(len(cache), -1, np.int64)
-    remap[np.asarray(sorted(keep))] = np.arange(len(keep))
+    `budget` bytes (JPEGs and rows); bases remapped to positions in sorted `keep`."""
+    remap = _remap(len(cache), keep)
     chosen, used = [], 0
     overhead = row_bytes(pairs, PAIR_ROWS)
     for i in np.flatnonzero(remap[pairs.base] >= 0):
@@ -114,8 +119,8 @@ def subset_pairs(pairs: InferencePairs, cache: TrainingCache, keep: np.ndarray, 
         chosen.append(int(i))
         used += cost
     lq, target = unpack_jpegs(pairs.lq, pairs.lq_offsets), unpack_jpegs(pairs.target, pairs.target_offsets)
-    lq_data, lq_offsets = pack_jpegs([lq[i] for i in chosen]) if chosen else (np.zeros(0, np.uint8), np.zeros(1, np.int64))
-    t_data, t_offsets = pack_jpegs([target[i] for i in chosen]) if chosen else (np.zeros(0, np.uint8), np.zeros(1, np.int64))
+    lq_data, lq_offsets = pack_jpegs([lq[i] for i in chosen])
+    t_data, t_offsets = pack_jpegs([target[i] for i in chosen])
     return replace(pairs, lq=lq_data, lq_offsets=lq_offsets, target=t_data, target_offsets=t_offsets,
                    lq_landmarks=pairs.lq_landmarks[chosen], truth_landmarks=pairs.truth_landmarks[chosen],
                    base=remap[pairs.base[chosen]].astype(np.int32), variant=pairs.variant[chosen],
