@@ -22,29 +22,17 @@ import numpy as np
 import torch
 
 from albumfix.restore import create_model, find_weights
-from albumfix.restore.damage import DAMAGE_BANDS, damage_levels, levels_to_db
-from albumfix.train.dataset import collate, evaluation_samples, load_cache, tensor_to_images
+from albumfix.restore.damage import DAMAGE_BANDS, estimated_and_true_db
+from albumfix.train.dataset import collate, evaluation_samples, load_cache, restore_samples
 from albumfix.train.metrics import psnr
 
 PRESETS = ("mild", "light", "default", "heavy")
 
 
-def restore(model, samples, guided: bool, batch_size: int = 16) -> list[np.ndarray]:
-    out = []
-    with torch.inference_mode():
-        for start in range(0, len(samples), batch_size):
-            b = collate(samples[start:start + batch_size])
-            ref, ref_lm = (b.ref, b.ref_landmarks) if guided else (b.lq, b.lq_landmarks)
-            out += tensor_to_images(model(b.lq, ref, b.lq_landmarks, ref_lm))
-    return out
-
-
 def estimator_error(model, samples) -> dict:
     """RMS error (dB) and Pearson correlation of the predicted band levels, per band."""
     b = collate(samples)
-    with torch.inference_mode():
-        predicted = levels_to_db(model.damage(b.lq)).numpy()
-    true = levels_to_db(damage_levels(b.lq, b.target)).numpy()
+    predicted, true = (t.numpy() for t in estimated_and_true_db(model.damage, b.lq, b.target))
     return {band: {"rms_db": float(np.sqrt(np.mean((predicted[:, k] - true[:, k]) ** 2))),
                    "corr": float(np.corrcoef(predicted[:, k], true[:, k])[0, 1]),
                    "true_mean_db": float(true[:, k].mean())}
@@ -71,7 +59,7 @@ def main() -> None:
             inputs = [psnr(s.lq, s.target) for s in chosen]
             row = {"input_psnr": float(np.mean(inputs))}
             for mode in ("guided", "unguided"):
-                out = restore(model, chosen, mode == "guided")
+                out = restore_samples(model, chosen, mode == "guided")
                 gains = np.array([psnr(o, s.target) for o, s in zip(out, chosen)]) - np.array(inputs)
                 row[mode] = {"gain": float(gains.mean()), "worse": float(np.mean(gains < 0))}
             if model.config.damage_head:

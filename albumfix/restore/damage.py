@@ -64,6 +64,13 @@ def levels_to_db(levels: torch.Tensor) -> torch.Tensor:
     return levels * LEVEL_SCALE_DB - LEVEL_OFFSET_DB
 
 
+@torch.no_grad()
+def estimated_and_true_db(estimator: nn.Module, lq: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The band error powers in dB that `estimator` reads from (B, 3, S, S) `lq`, and the true
+    ones against `target`: two (B, len(DAMAGE_BANDS)) float32 tensors on the CPU."""
+    return levels_to_db(estimator(lq)).float().cpu(), levels_to_db(damage_levels(lq, target)).cpu()
+
+
 class DamageEstimator(nn.Module):
     """(B, 3, S, S) input in [-1, 1] -> (B, len(DAMAGE_BANDS)) predicted damage levels.
 

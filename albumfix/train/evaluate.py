@@ -146,21 +146,6 @@ def _load_model(config: EvalConfig, device):
     return create_model(config.model, weights=config.weights, device=device, fold=True)
 
 
-def _restore(model, samples: list, guided: bool, device, batch_size: int) -> list[np.ndarray]:
-    """(S, S, 3) uint8 restorations of TrainingSamples; unguided feeds the input as its own exemplar."""
-    import torch
-
-    from albumfix.train.dataset import collate, tensor_to_images
-
-    out: list[np.ndarray] = []
-    with torch.no_grad():
-        for start in range(0, len(samples), batch_size):
-            batch = collate(samples[start:start + batch_size]).to(device)
-            ref, ref_lm = (batch.ref, batch.ref_landmarks) if guided else (batch.lq, batch.lq_landmarks)
-            out += tensor_to_images(model(batch.lq, ref, batch.lq_landmarks, ref_lm))
-    return out
-
-
 def _write_sheet(path: Path, samples: list, unguided: list, guided: list, count: int) -> None:
     rows = [np.hstack([s.lq, u, g, s.ref, s.target]) for s, u, g in zip(samples[:count], unguided, guided)]
     if rows:
@@ -174,7 +159,7 @@ def evaluate(config: EvalConfig) -> EvalReport:
     import torch
 
     from albumfix.restore.precision import ieee_fp32
-    from albumfix.train.dataset import evaluation_samples, load_cache
+    from albumfix.train.dataset import evaluation_samples, load_cache, restore_samples
     from albumfix.train.checkpoints import resolve_device
     from albumfix.train.inference_pairs import evaluation_pairs, load_pairs
 
@@ -195,8 +180,8 @@ def evaluate(config: EvalConfig) -> EvalReport:
     model = _load_model(config, device)
     with ieee_fp32(device):  # the metrics are of the model in fp32, not TF32
         outputs = {"input": [s.lq for s in samples],
-                   "unguided": _restore(model, samples, False, device, config.batch_size),
-                   "guided": _restore(model, samples, True, device, config.batch_size)}
+                   "unguided": restore_samples(model, samples, False, device, config.batch_size),
+                   "guided": restore_samples(model, samples, True, device, config.batch_size)}
     embed = CropEmbedder() if config.identity else None
     truth = [embed(s.target, s.lq_landmarks) for s in samples] if embed else None
     per_face: dict[str, dict[str, np.ndarray]] = {}

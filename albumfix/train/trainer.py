@@ -393,27 +393,22 @@ class Validation:
 @torch.no_grad()
 def validate(model: nn.Module, samples: list, device: torch.device, batch_size: int = 16) -> Validation:
     """Score `model` on TrainingSamples (see `Validation`)."""
-    from albumfix.restore.damage import damage_levels, levels_to_db
-    from albumfix.train.dataset import tensor_to_images
+    from albumfix.restore.damage import estimated_and_true_db
+    from albumfix.train.dataset import restore_samples
     from albumfix.train.metrics import psnr
 
     was_training = model.training
     model.eval()
-    guided, unguided, inputs, level_errors = [], [], [], []
-    for start in range(0, len(samples), batch_size):
-        chunk = samples[start:start + batch_size]
-        batch = collate(chunk).to(device)
-        with_ref = tensor_to_images(model(batch.lq, batch.ref, batch.lq_landmarks, batch.ref_landmarks))
-        without = tensor_to_images(model(batch.lq, batch.lq, batch.lq_landmarks, batch.lq_landmarks))
-        guided += [psnr(o, s.target) for o, s in zip(with_ref, chunk)]
-        unguided += [psnr(o, s.target) for o, s in zip(without, chunk)]
-        inputs += [psnr(s.lq, s.target) for s in chunk]
-        if getattr(model.config, "damage_head", False):
-            error = levels_to_db(model.damage(batch.lq)) - levels_to_db(damage_levels(batch.lq, batch.target))
-            level_errors.append(error.cpu())
+    scores = {guided: float(np.mean([psnr(o, s.target) for o, s in
+                                     zip(restore_samples(model, samples, guided, device, batch_size), samples)]))
+              for guided in (True, False)}
+    damage_error = None
+    if getattr(model.config, "damage_head", False):
+        batch = collate(samples).to(device)
+        estimated, true = estimated_and_true_db(model.damage, batch.lq, batch.target)
+        damage_error = (estimated - true).square().mean(0).sqrt().tolist()
     model.train(was_training)
-    damage_error = torch.cat(level_errors).square().mean(0).sqrt().tolist() if level_errors else None
-    return Validation(float(np.mean(guided)), float(np.mean(unguided)), float(np.mean(inputs)), damage_error)
+    return Validation(scores[True], scores[False], float(np.mean([psnr(s.lq, s.target) for s in samples])), damage_error)
 
 
 def _autocast(state: _State, device: torch.device):
@@ -427,12 +422,15 @@ def _train_step(state: _State, batch, config: TrainConfig, device: torch.device)
     Under fp16 the losses are scaled by the GradScaler (a pass-through otherwise); gradients are
     unscaled before clipping, and one scaler update follows both optimiser steps."""
     scaler = state.scaler
-    damage = None
+    damage = estimated = None
     with _autocast(state, device):
-        pred = state.model(batch.lq, batch.ref, batch.lq_landmarks, batch.ref_landmarks)
-        fake_logits = state.disc(pred) if state.disc is not None else None
         if config.loss.damage and state.model.config.damage_head:
-            damage = (state.model.damage(batch.lq), damage_levels(batch.lq, batch.target))
+            # one estimate serves the loss and, detached, the forward (as the forward would make it)
+            estimated = state.model.damage(batch.lq)
+            damage = (estimated, damage_levels(batch.lq, batch.target))
+        pred = state.model(batch.lq, batch.ref, batch.lq_landmarks, batch.ref_landmarks,
+                           damage=None if estimated is None else estimated.detach())
+        fake_logits = state.disc(pred) if state.disc is not None else None
     loss = restoration_loss(pred.float(), batch.target, config.loss,
                             None if fake_logits is None else fake_logits.float(), identity_loss=state.identity,
                             damage=damage)
