@@ -18,7 +18,7 @@ TRAIN_PY  ?= $(if $(wildcard $(PY)),$(PY),python3)
 CACHE  ?= cache/train-s128.npz
 PAIRS  ?= cache/pairs-s128.npz
 
-.PHONY: install demo test test-fast bench bench-albums bench-probe bench-gpu dataset pairs train train-aware gpu-pack train-gpu train-identity eval sample-album clean help
+.PHONY: install demo test test-fast bench bench-albums bench-probe bench-gpu dataset pairs train train-aware gpu-pack train-gpu train-identity eval sample-album readme-status readme-figure clean help
 
 help:
 	@echo "make demo     set up (if needed) and restore sample_album/ into $(OUT)/"
@@ -27,7 +27,7 @@ help:
 	@echo "make bench    run the benchmarks (minutes; numbers for notes, not tests)"
 	@echo "make bench-gpu  restoration speed and memory on a CUDA GPU (< 8 min; JSON in runs/bench-gpu/)"
 	@echo "make dataset  build the training cache from $(DATA) (resumable)"
-	@echo "make pairs    training pairs made the way inference sees them, from $(CACHE) (~25 min, resumable)"
+	@echo "make pairs    training pairs made the way inference sees them, from $(CACHE) (~50 min on 2 cores, resumable)"
 	@echo "make train    the first recipe of albumfix-s128 from scratch (hours on CPU; see MODEL_CARD.md)"
 	@echo "make train-aware  one stage of the damage-aware restorer from the best weights (90 min on 2 cores)"
 	@echo "make gpu-pack     cut cache + pairs to carry/ (<= $(PACK_MIB) MiB) for a GPU burst"
@@ -37,6 +37,8 @@ help:
 	@echo "make bench-albums  end-to-end album benchmark: whole damaged photos through albumfix restore"
 	@echo "make bench-probe   the same on an album of the probe family phone-snap (damage nothing was tuned on)"
 	@echo "make sample-album  rebuild sample_album/ from its public-domain sources"
+	@echo "make readme-status the README's status table from docs/benchmarks/{albums,probe}-<version>.json"
+	@echo "make readme-figure the README's before/after picture (docs/before-after.jpg) from sample_album/"
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -92,13 +94,20 @@ eval: $(STAMP)
 	$(VENV)/bin/albumfix eval --cache $(CACHE) --out runs/eval-val.json --examples runs/eval-val.png
 
 bench-albums: $(STAMP)
-	$(VENV)/bin/albumfix eval --albums runs/albums --data $(DATA)/celeba --data $(DATA)/lfw
+	$(VENV)/bin/albumfix eval --albums runs/albums --data $(DATA)/celeba --data $(DATA)/lfw --json > runs/albums-report.json
 
 bench-probe: $(STAMP)
-	$(VENV)/bin/albumfix eval --albums runs/albums-phone --family phone-snap --data $(DATA)/celeba --data $(DATA)/lfw
+	$(VENV)/bin/albumfix eval --albums runs/albums-phone --family phone-snap --data $(DATA)/celeba --data $(DATA)/lfw \
+		--json > runs/albums-phone-report.json
 
 sample-album: $(STAMP)
 	$(PY) tools/build_sample_album.py
+
+readme-status: $(STAMP)
+	$(PY) tools/status_table.py --write README.md
+
+readme-figure: $(STAMP)
+	$(PY) tools/readme_figure.py sample_album docs/before-after.jpg
 
 clean:
 	rm -rf $(OUT) .pytest_cache
