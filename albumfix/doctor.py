@@ -25,12 +25,16 @@ def _check(fn) -> dict:
 
 
 def _device() -> str:
+    """What --device auto runs on (`albumfix.devices`), with every CUDA GPU's name."""
     import torch
 
-    if torch.cuda.is_available():
+    from albumfix.devices import resolve_device
+
+    device = resolve_device("auto")
+    if device.type == "cuda":
         names = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
         return f"cuda: {', '.join(names)}"
-    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+    if device.type == "mps":
         return "mps"
     return f"cpu only ({torch.get_num_threads()} threads)"
 

@@ -358,7 +358,7 @@ class Pipeline:
                     models_dir=str(s.models_dir) if s.models_dir else None,
                     upsample=s.upsample, cnn_fallback=s.cnn_fallback, device=s.device,
                 )
-            except (BackendUnavailable, ValueError) as exc:  # ValueError: an unknown device name
+            except (BackendUnavailable, ValueError) as exc:  # ValueError: a device unknown or unusable here
                 raise FatalError(str(exc)) from exc
         return self._analyzer
 

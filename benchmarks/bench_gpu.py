@@ -16,7 +16,7 @@ batch once a batch runs out of memory (the engine halved it: the row says `backe
 The sweep is budgeted by time: each model gets an equal share of what is left of --budget seconds,
 and a row starts only when its estimated time fits its model's share, so with the default budget
 the run ends within 8 minutes, start-up included. It writes DIR/bench_gpu-<UTC time>.json (the
-environment and every row) and prints a Markdown table for the README. Without a CUDA GPU (and
+environment and every row) and prints a Markdown table for `docs/BENCHMARKS.md`. Without a CUDA GPU (and
 without --quick) it prints one line on stderr and exits with status 2.
 """
 from __future__ import annotations
@@ -32,8 +32,9 @@ from pathlib import Path
 
 import torch
 
+from albumfix.devices import DeviceError, resolve_device
 from albumfix.restore import ASFFNetConfig, create_model, get_config, register_config
-from albumfix.restore.engine import DeviceError, RestoreEngine, resolve_device
+from albumfix.restore.engine import RestoreEngine
 from bench_restore import NumpyMLSASFFNet, make_jobs, run_baseline
 
 MODELS = ("albumfix-s128", "asffnet512")
@@ -180,7 +181,7 @@ def environment(device: torch.device, args: argparse.Namespace) -> dict:
 
 
 def markdown_table(rows: list[Row]) -> str:
-    """The rows as a Markdown table (for the README)."""
+    """The rows as a Markdown table (for docs/BENCHMARKS.md)."""
     lines = ["| model | method | precision | batch | faces/s | speed-up | peak MiB |",
              "|---|---|---|---:|---:|---:|---:|"]
     for r in rows:

@@ -27,14 +27,10 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
+from albumfix.devices import resolve_device
 from albumfix.restore import ASFFNet, get_config
-from albumfix.restore.engine import (
-    RestoreEngine,
-    RestoreJob,
-    images_to_tensor,
-    resolve_device,
-    tensor_to_images,
-)
+from albumfix.restore.engine import RestoreEngine, RestoreJob
+from albumfix.restore.tensors import images_to_tensor, tensor_to_images
 from albumfix.restore.mls import mls_affine_grid_numpy, sample_grid
 
 LARGE_SIZE = 256  # configurations with S >= this use --faces-large

@@ -476,15 +476,17 @@ def test_insightface_sessions_run_on_the_requested_device(tmp_path, monkeypatch)
 def test_fan_runs_on_the_requested_device(tiny_fan_home, tmp_path, monkeypatch):
     import torch
 
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a GPU machine
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a machine with 2 GPUs
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
     landmarks = lambda device: create_analyzer(  # noqa: E731
         faces="dlib", landmarks="fan", models_dir=str(tmp_path / "none"), device=device).landmarker
     assert landmarks("cpu").device == "cpu"
     assert next(landmarks("cpu").network.parameters()).device.type == "cpu"
     loaded = []
     monkeypatch.setattr(fan_backend, "_load_network", lambda path, mtime, device: loaded.append(device))
-    assert landmarks("cuda:1").device == "cuda:1" and landmarks("auto").device == "cuda"
-    assert loaded == ["cuda:1", "cuda"]
+    assert landmarks("cuda:1").device == "cuda:1" and landmarks("auto").device == "cuda:0"
+    assert loaded == ["cuda:1", "cuda:0"]
 
 
 def test_the_pipeline_hands_its_device_to_face_analysis(tmp_path, monkeypatch):

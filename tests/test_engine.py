@@ -9,16 +9,7 @@ from torch import nn
 
 from albumfix.restore import ASFFNet, WeightsError, fold_spectral_norm
 from albumfix.restore.layers import has_spectral_norm
-from albumfix.restore.engine import (
-    DeviceError,
-    RestoredFace,
-    RestoreEngine,
-    RestoreJob,
-    images_to_tensor,
-    resolve_device,
-    resolve_precision,
-    tensor_to_images,
-)
+from albumfix.restore.engine import RestoredFace, RestoreEngine, RestoreJob, resolve_precision
 from conftest import fp32_switches, tiny_model_config
 
 TINY = tiny_model_config("engine-test-tiny")
@@ -83,31 +74,6 @@ class NanUnderAutocast(nn.Module):
 
 def stack(results: list[RestoredFace]) -> np.ndarray:
     return np.stack([r.image for r in results]).astype(np.int16)
-
-
-def test_tensor_conversions_round_trip():
-    images = np.random.default_rng(0).integers(0, 256, (2, 8, 8, 3), dtype=np.uint8)
-    t = images_to_tensor(images, torch.device("cpu"))
-    assert t.shape == (2, 3, 8, 8) and t.dtype == torch.float32
-    assert t.min() >= -1.0 and t.max() <= 1.0
-    assert abs(float(t[1, 2, 3, 4]) - (images[1, 3, 4, 2] / 127.5 - 1.0)) < 1e-6
-    assert np.array_equal(tensor_to_images(t), images)
-    saturated = tensor_to_images(torch.full((1, 3, 2, 2), 5.0))
-    assert np.array_equal(saturated, np.full((1, 2, 2, 3), 255, np.uint8))
-
-
-def test_resolve_device():
-    assert resolve_device("cpu") == torch.device("cpu")
-    for bad in ("tpu", "cuda:x", "gpu0"):
-        with pytest.raises(DeviceError):
-            resolve_device(bad)
-    if not torch.cuda.is_available():
-        assert resolve_device("auto") in (torch.device("cpu"), torch.device("mps"))
-        with pytest.raises(DeviceError, match="cuda"):
-            resolve_device("cuda:0")
-    if not torch.backends.mps.is_available():
-        with pytest.raises(DeviceError, match="mps"):
-            resolve_device("mps")
 
 
 def test_missing_weights_is_a_clear_error(monkeypatch, tmp_path):

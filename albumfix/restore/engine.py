@@ -40,8 +40,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from albumfix.devices import DeviceError, resolve_device
 from albumfix.restore import create_model, find_weights, fold_spectral_norm
 from albumfix.restore.precision import ieee_fp32, precision_name, reproducible_cudnn, resolve_precision
+from albumfix.restore.tensors import images_to_tensor, tensor_to_images
 from albumfix.restore.weights import WeightsError, user_models_dir
 
 log = logging.getLogger(__name__)
@@ -49,10 +51,6 @@ log = logging.getLogger(__name__)
 # Allocation failures that reach Python as a plain RuntimeError, not torch.OutOfMemoryError:
 # cuBLAS/cuDNN workspace or handle allocation, and CUDA calls outside the caching allocator.
 _ALLOCATION_FAILURES = ("CUBLAS_STATUS_ALLOC_FAILED", "CUDNN_STATUS_ALLOC_FAILED", "CUDA error: out of memory")
-
-
-class DeviceError(RuntimeError):
-    """The requested device cannot be used here; the message is one line."""
 
 
 # Failures after which no face at all can be restored (a run must stop, not skip the face):
@@ -86,67 +84,12 @@ class RestoredFace:
     seconds: float
 
 
-def resolve_device(spec: str) -> torch.device:
-    """"auto" | "cpu" | "cuda" | "cuda:N" | "mps" -> torch.device, or DeviceError.
-
-    auto picks CUDA when available, then MPS, else the CPU.
-    """
-    name = spec.strip().lower()
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", torch.cuda.current_device())
-        if torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if name == "cpu":
-        return torch.device("cpu")
-    if name == "mps":
-        if not torch.backends.mps.is_available():
-            raise DeviceError(
-                "device 'mps' requested but Apple MPS is not available; use --device auto or cpu"
-            )
-        return torch.device("mps")
-    if name == "cuda" or name.startswith("cuda:"):
-        index_text = name.partition(":")[2]
-        if index_text and not index_text.isdigit():
-            raise DeviceError(f"bad device {spec!r}; use auto, cpu, cuda, cuda:N or mps")
-        if not torch.cuda.is_available():
-            build = "a CPU-only build" if torch.version.cuda is None else f"CUDA {torch.version.cuda}"
-            raise DeviceError(
-                f"device {spec!r} requested but no CUDA GPU is usable (torch {torch.__version__}, "
-                f"{build}); use --device cpu or auto"
-            )
-        index = int(index_text) if index_text else torch.cuda.current_device()
-        if index >= torch.cuda.device_count():
-            count = torch.cuda.device_count()
-            raise DeviceError(f"device {spec!r} requested but only {count} CUDA device(s) exist")
-        return torch.device("cuda", index)
-    raise DeviceError(f"unknown device {spec!r}; use auto, cpu, cuda, cuda:N or mps")
-
-
 def is_out_of_memory(error: BaseException) -> bool:
     """True for a device out-of-memory error: torch.OutOfMemoryError, or a RuntimeError whose
     message names a cuBLAS, cuDNN or CUDA allocation failure."""
     if isinstance(error, torch.OutOfMemoryError):
         return True
     return isinstance(error, RuntimeError) and any(marker in str(error) for marker in _ALLOCATION_FAILURES)
-
-
-def images_to_tensor(images: np.ndarray, device: torch.device) -> torch.Tensor:
-    """(B, S, S, 3) uint8 RGB -> (B, 3, S, S) float32 in [-1, 1] on `device` (x / 127.5 - 1).
-
-    The uint8 array is moved first (4x less to copy), then converted on the device.
-    """
-    if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
-        raise ValueError(f"expected (B, S, S, 3) uint8 images, got {images.shape} {images.dtype}")
-    t = torch.from_numpy(np.ascontiguousarray(images)).to(device)
-    return t.permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
-
-
-def tensor_to_images(t: torch.Tensor) -> np.ndarray:
-    """(B, 3, S, S) float in [-1, 1] -> (B, S, S, 3) uint8 RGB: round((clamp(t, -1, 1) + 1) * 127.5)."""
-    scaled = (t.float().clamp(-1.0, 1.0) + 1.0) * 127.5
-    return scaled.round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
 
 def _check_job(job: RestoreJob, size: int, index: int) -> None:
@@ -187,7 +130,7 @@ class RestoreEngine:
     model: a registered configuration name, or a ready nn.Module with `.config.size` and the
     ASFFNet forward signature (used as is: moved to the device and put in eval mode, in place).
     weights: checkpoint file; None looks it up with find_weights(model). device: auto | cpu |
-    cuda | cuda:N | mps. batch_size: faces per forward (>= 1). precision: auto | fp32 | bf16 |
+    cuda | cuda:N | mps (see albumfix.devices). batch_size: faces per forward (>= 1). precision: auto | fp32 | bf16 |
     fp16 (see resolve_precision). allow_random: use a randomly initialised model when no
     weights exist instead of raising WeightsError (tests, timing).
     """

@@ -1,6 +1,5 @@
-"""Loading trained weights back: the training device, EMA models from checkpoints, and the
-spectral-norm settling an EMA copy needs; shared by the trainer and the evaluator (so neither
-imports the other)."""
+"""Loading trained weights back: EMA models from checkpoints, and the spectral-norm settling an
+EMA copy needs; shared by the trainer and the evaluator (so neither imports the other)."""
 from __future__ import annotations
 
 import json
@@ -8,13 +7,6 @@ from pathlib import Path
 
 import torch
 from torch import nn
-
-
-def resolve_device(name: str) -> torch.device:
-    """"auto" -> cuda when available, else cpu; anything else is passed to torch.device."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 @torch.no_grad()

@@ -559,20 +559,6 @@ class Batch:
                        (self.lq, self.ref, self.target, self.lq_landmarks, self.ref_landmarks)))
 
 
-def images_to_tensor(images: Sequence[np.ndarray]) -> "torch.Tensor":  # noqa: F821
-    """(S, S, 3) uint8 images -> (B, 3, S, S) float32 in [-1, 1]."""
-    import torch
-
-    x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float()
-    return x / 127.5 - 1.0
-
-
-def tensor_to_images(x: "torch.Tensor") -> list[np.ndarray]:  # noqa: F821
-    """(B, 3, S, S) float in [-1, 1] -> list of (S, S, 3) uint8 images (rounded, clipped)."""
-    arr = ((x.detach().float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
-    return list(arr)
-
-
 def restore_samples(model, samples: Sequence[TrainingSample], guided: bool, device="cpu",
                     batch_size: int = 16) -> list[np.ndarray]:
     """(S, S, 3) uint8 restorations of TrainingSamples by `model`, without gradients, in batches;
@@ -580,18 +566,22 @@ def restore_samples(model, samples: Sequence[TrainingSample], guided: bool, devi
     face it has no exemplar for)."""
     import torch
 
+    from albumfix.restore.tensors import tensor_to_images
+
     out: list[np.ndarray] = []
     with torch.no_grad():
         for start in range(0, len(samples), batch_size):
             batch = collate(samples[start:start + batch_size]).to(device)
             ref, ref_lm = (batch.ref, batch.ref_landmarks) if guided else (batch.lq, batch.lq_landmarks)
-            out += tensor_to_images(model(batch.lq, ref, batch.lq_landmarks, ref_lm))
+            out.extend(tensor_to_images(model(batch.lq, ref, batch.lq_landmarks, ref_lm)))
     return out
 
 
 def collate(samples: Sequence[TrainingSample]) -> Batch:
     """Stack TrainingSamples into a Batch of float32 tensors."""
     import torch
+
+    from albumfix.restore.tensors import images_to_tensor
 
     return Batch(
         lq=images_to_tensor([s.lq for s in samples]),

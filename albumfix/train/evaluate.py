@@ -158,9 +158,9 @@ def evaluate(config: EvalConfig) -> EvalReport:
     """Evaluate input / unguided / guided on `config.split` (see the module docstring)."""
     import torch
 
+    from albumfix.devices import resolve_device
     from albumfix.restore.precision import ieee_fp32
     from albumfix.train.dataset import evaluation_samples, load_cache, restore_samples
-    from albumfix.train.checkpoints import resolve_device
     from albumfix.train.inference_pairs import evaluation_pairs, load_pairs
 
     start = time.monotonic()

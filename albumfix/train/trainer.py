@@ -36,11 +36,12 @@ import torch
 from torch import nn
 
 from albumfix.atomic import atomic_write_bytes
+from albumfix.devices import resolve_device
 from albumfix.restore.damage import damage_levels
 from albumfix.restore.precision import check_precision, ieee_fp32, resolve_precision
 from albumfix.train.dataset import AugmentConfig, PairStream, collate, evaluation_samples, load_cache
 from albumfix.train.inference_pairs import inference_samples, load_pairs
-from albumfix.train.checkpoints import resolve_device, settle_spectral_norm
+from albumfix.train.checkpoints import settle_spectral_norm
 from albumfix.train.losses import (
     IdentityLoss, LossWeights, PatchDiscriminator, discriminator_hinge_loss, restoration_loss,
 )
@@ -73,7 +74,8 @@ class TrainConfig:
     inference sees them (`albumfix pairs`, "": none); with it, a share augment.pairs_share of
     the items are those pairs and validation runs on its held-out pairs. seed: data stream and
     initialisation.
-    threads: torch CPU threads; device: "auto" | "cpu" | "cuda" | "cuda:N"; precision: "auto"
+    threads: torch CPU threads; device: "auto" | "cpu" | "cuda" | "cuda:N" | "mps" (see
+    albumfix.devices); precision: "auto"
     (bf16 or fp16 autocast on CUDA, fp32 on CPU) | "fp32" | "bf16" | "fp16" (with a GradScaler).
     checkpoint_every / checkpoint_minutes: checkpoint cadence in steps / wall minutes;
     log_every: steps between log lines; val_every: steps between validations of the EMA model on

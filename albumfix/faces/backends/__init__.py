@@ -13,23 +13,23 @@ An analyzer is three parts run in order: a detector (boxes, maybe 5 key points),
 
 Nothing is ever downloaded: a missing file raises BackendUnavailable naming the file and folder.
 Heavy libraries (onnxruntime, torch, face_alignment) are imported only when their part is built.
-The insightface and FAN parts run on the device given (albumfix's --device); dlib runs on the CPU.
+The insightface and FAN parts and the descriptor of dlib's network (albumfix's torch port) run on the
+device given (albumfix's --device, `albumfix.devices`); dlib's detectors and landmarks run on the CPU.
 """
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
+from albumfix.devices import parse_device, resolve_device
 from albumfix.faces.analyzer import BackendUnavailable, DetectedFace, FaceAnalyzer
 
 FACE_BACKENDS = ("auto", "dlib", "insightface")
 LANDMARK_BACKENDS = ("auto", "dlib", "fan")
-DEVICE_NAMES = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 
 
 @dataclass
@@ -144,23 +144,11 @@ def unit_rows(vectors: np.ndarray) -> np.ndarray:
 
 
 def gpu_index(device: str) -> int | None:
-    """The CUDA GPU a device name selects: 0 for "auto" and "cuda", N for "cuda:N", None for
-    "cpu" and "mps". ValueError for any other name."""
-    if not DEVICE_NAMES.fullmatch(device):
-        raise ValueError(f"unknown device {device!r}; use auto, cpu, cuda, cuda:N or mps")
-    if device in ("cpu", "mps"):
-        return None
-    return int(device.partition(":")[2] or 0)
-
-
-def torch_device_name(device: str) -> str:
-    """albumfix device name -> torch's: "auto" is "cuda" when torch sees a GPU, else "cpu"."""
-    gpu_index(device)  # validates the name
-    if device != "auto":
-        return device
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    """The CUDA GPU onnxruntime is to use for a device name: 0 for "auto" and "cuda", N for
+    "cuda:N", None for "cpu" and "mps" (onnxruntime has no MPS provider). DeviceError (a
+    ValueError) for any other name."""
+    kind, index = parse_device(device)
+    return None if kind in ("cpu", "mps") else index or 0
 
 
 def torch_hub_checkpoints() -> Path:
@@ -204,7 +192,7 @@ def _pick_faces(faces: str, models_dir: str | None, upsample: int, cnn_fallback:
     # degraded faces by the fine-tuned state of the same network (albumfix/train/identity.py)
     models = dlib_backend.DlibModels.load()
     detector = models.detector(upsample=upsample, cnn_fallback=cnn_fallback)
-    embedder = TorchDlibEmbedder(device=torch_device_name(device), degraded_weights=identity_weights_path())
+    embedder = TorchDlibEmbedder(device=str(resolve_device(device)), degraded_weights=identity_weights_path())
     return detector, embedder, None
 
 
@@ -239,18 +227,20 @@ def create_analyzer(
     (``<dir>/*.onnx``); also searched for the FAN checkpoint. None: ~/.insightface and the
     torch hub cache. upsample, cnn_fallback: dlib HOG detector settings (see dlib_backend).
     device: "auto" | "cpu" | "cuda" | "cuda:N" | "mps", where the insightface (onnxruntime) and
-    FAN (torch) parts run; "auto" is GPU 0 when there is one (see `gpu_index`).
+    torch parts (FAN, dlib's network) run: torch's by `albumfix.devices.resolve_device`,
+    onnxruntime's by `gpu_index`.
     Returns a PipelineAnalyzer; its ``embedder`` (embedding space) is "dlib" (128-d) or
     "arcface" (512-d), its ``name`` "<detector>+<landmarker>+<embedder>" with parts dlib, scrfd,
-    insightface68, fan, arcface. Raises ValueError for unknown names and BackendUnavailable when
-    an explicit choice is missing or unreadable ("auto" then falls back to dlib).
+    insightface68, fan, arcface. Raises ValueError for unknown names (DeviceError, a ValueError,
+    also for a device torch cannot use here) and BackendUnavailable when an explicit choice is
+    missing or unreadable ("auto" then falls back to dlib).
     """
     if faces not in FACE_BACKENDS:
         raise ValueError(f"faces must be one of {FACE_BACKENDS}, got {faces!r}")
     if landmarks not in LANDMARK_BACKENDS:
         raise ValueError(f"landmarks must be one of {LANDMARK_BACKENDS}, got {landmarks!r}")
     device = device.strip().lower()
-    gpu_index(device)  # an unknown device name fails here, whichever parts are chosen
+    parse_device(device)  # an unknown device name fails here, whichever parts are chosen
     detector, embedder, pack = _pick_faces(faces, models_dir, upsample, cnn_fallback, device)
     landmarker = _pick_landmarker(landmarks, pack, models_dir, device)
     return PipelineAnalyzer(detector, landmarker, embedder)

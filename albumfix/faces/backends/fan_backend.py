@@ -25,8 +25,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from albumfix.devices import resolve_device
 from albumfix.faces.analyzer import BackendUnavailable
-from albumfix.faces.backends import FaceBox, torch_device_name, torch_hub_checkpoints
+from albumfix.faces.backends import FaceBox, torch_hub_checkpoints
 from albumfix.faces.landmarks import MIRROR_68
 
 FAN_FILE = "2DFAN4-11f355bf06.pth.tar"
@@ -98,7 +99,8 @@ def _load_network(path: str, mtime_ns: int, device: str):
 
 class FanLandmarker:
     """2D-FAN landmarks (with mirrored-input averaging) on the given boxes, on `device`
-    ("auto" | "cpu" | "cuda" | "cuda:N" | "mps")."""
+    ("auto" | "cpu" | "cuda" | "cuda:N" | "mps", see albumfix.devices; kept as torch's name,
+    e.g. "cuda:0")."""
 
     name = "fan"
 
@@ -108,7 +110,7 @@ class FanLandmarker:
             import face_alignment.models  # noqa: F401
         except ImportError as exc:
             raise BackendUnavailable(f"FAN landmarks need torch and face_alignment ({exc})") from exc
-        self.device = torch_device_name(device)
+        self.device = str(resolve_device(device))
         self.network = _load_network(str(checkpoint), checkpoint.stat().st_mtime_ns, self.device)
         self.flip = flip
         self.mirror = MIRROR_68
