@@ -486,6 +486,7 @@ def evaluate_command(
     people: Annotated[Optional[int], typer.Option("--people", min=1, help="At most this many held-out people [default: all].", rich_help_panel=ALBUMS_PANEL)] = None,
     code: Annotated[Optional[Path], typer.Option("--code", help="Run the albumfix of this checkout (before/after comparisons).", rich_help_panel=ALBUMS_PANEL)] = None,
     families: Annotated[Optional[list[str]], typer.Option("--family", help="For a new album: its damage families, in turn [default: training, aged-print, web-thumbnail; also: phone-snap].", rich_help_panel=ALBUMS_PANEL)] = None,
+    variants: Annotated[Optional[list[str]], typer.Option("--variant", help="Restore variants to run, in turn [default: product, unguided, oracle, product-k3; also: unguarded, unguided-unguarded, oracle-unguarded].", rich_help_panel=ALBUMS_PANEL)] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """PSNR, SSIM and identity distance on held-out people for the degraded input, the model
@@ -498,14 +499,15 @@ def evaluate_command(
         _fail(exc)
     if albums is not None:
         from albumfix.degrade import DAMAGE_FAMILIES, PHOTO_FAMILIES
-        from albumfix.train.albums import build_albums, report_table, run_benchmark
+        from albumfix.train.albums import VARIANT_ARGS, VARIANTS, build_albums, report_table, run_benchmark
 
         roots = data or [Path("../shared/data/faces/celeba"), Path("../shared/data/faces/lfw")]
-        unknown = sorted(set(families or ()) - set(DAMAGE_FAMILIES))
-        if unknown:
-            _fail(UsageError(f"unknown damage family {unknown[0]!r}; choose from {', '.join(DAMAGE_FAMILIES)}"))
+        for given, known, what in ((families, DAMAGE_FAMILIES, "damage family"), (variants, VARIANT_ARGS, "variant")):
+            unknown = sorted(set(given or ()) - set(known))
+            if unknown:
+                _fail(UsageError(f"unknown {what} {unknown[0]!r}; choose from {', '.join(known)}"))
         build_albums(roots, albums, people=people, families=families or PHOTO_FAMILIES)
-        result = run_benchmark(albums, code=code.resolve() if code else None)
+        result = run_benchmark(albums, variants=variants or VARIANTS, code=code.resolve() if code else None)
         typer.echo(json.dumps(result, indent=2) if as_json else report_table(result))
         return
 

@@ -68,13 +68,14 @@ def test_probe_album_takes_the_families_asked_for(identity_root, tmp_path):
     assert (tmp_path / "probe" / "album" / damaged[0].path).exists()
 
 
-def test_eval_refuses_an_unknown_damage_family(tmp_path):
+@pytest.mark.parametrize("option, value", [("--family", "polaroid"), ("--variant", "oracle-k9")])
+def test_eval_refuses_an_unknown_damage_family_or_variant(tmp_path, option, value):
     from typer.testing import CliRunner
 
     from albumfix.cli import app
 
-    result = CliRunner().invoke(app, ["eval", "--albums", str(tmp_path / "bench"), "--family", "polaroid"])
-    assert result.exit_code == EXIT_USAGE and "polaroid" in result.output
+    result = CliRunner().invoke(app, ["eval", "--albums", str(tmp_path / "bench"), option, value])
+    assert result.exit_code == EXIT_USAGE and f"unknown {option[2:].replace('family', 'damage family')} {value!r}" in result.output
     assert not (tmp_path / "bench").exists()
 
 

@@ -17,7 +17,9 @@ the scanned index:
 - "oracle": every face pinned to its true person (as `people merge/split` would), so each
   damaged face is guided by its own person's photos whatever the embeddings say;
 - "product-k3": as "product" with `--exemplars 3` (three exemplars guide, outputs fused);
-- "unguarded" (not in the default run): as "product" with `--no-guard`, what the guard costs or saves.
+- on request (not in the default run), "unguarded", "unguided-unguarded" and "oracle-unguarded": the
+  same with `--no-guard`, what the guard costs or saves, and the restorer's own use of its exemplar
+  (oracle-unguarded against unguided-unguarded: the same faces, the guard's rules out of the way).
 and scores every damaged face in the output photos against its truth:
 - detected (a detected face box overlaps the truth face box, IoU >= 0.3), judged degraded
   (action restore), restored, guided (an exemplar guided the model), exemplar of the right
@@ -60,8 +62,9 @@ from albumfix.faces.analyzer import box_iou
 from albumfix.train.dataset import album_people, main_face, people_photos, read_rgb
 
 VARIANT_ARGS = {"product": [], "unguided": ["--exemplars", "0"], "oracle": [], "product-k3": ["--exemplars", "3"],
-                "unguarded": ["--no-guard"]}
-VARIANTS = ("product", "unguided", "oracle", "product-k3")  # the default run; "unguarded" on request
+                "unguarded": ["--no-guard"], "unguided-unguarded": ["--exemplars", "0", "--no-guard"],
+                "oracle-unguarded": ["--no-guard"]}
+VARIANTS = ("product", "unguided", "oracle", "product-k3")  # the default run; the unguarded ones on request
 MANIFEST = "manifest.json"
 MIN_IOU = 0.3
 
@@ -262,7 +265,7 @@ def run_benchmark(work_dir: Path | str, variants: Sequence[str] = VARIANTS, code
         shutil.rmtree(out, ignore_errors=True)
         (out / ".albumfix").mkdir(parents=True)
         shutil.copyfile(scan_out / ".albumfix" / "index.sqlite", out / ".albumfix" / "index.sqlite")
-        if variant == "oracle":
+        if variant.startswith("oracle"):
             _pin_true_people(out / ".albumfix" / "index.sqlite", matched, photos)
         result, secs, err = _cli(["restore", str(album), "-o", str(out), *VARIANT_ARGS[variant]], code)
         if result is None:
