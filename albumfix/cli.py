@@ -224,6 +224,33 @@ def scan(album: AlbumArg, **options) -> None:
 
 
 @app.command()
+def review(album: AlbumArg, output: OutOpt = None, as_json: JsonOpt = False) -> None:
+    """List the damaged faces the last restore left unguided, why, and the people they may be,
+    each with the command that confirms it.
+
+    The same review, with pictures, is OUTPUT/review.html (written by every restore); the
+    confirmations, commented out, are in OUTPUT/review-decisions.txt for `people apply`.
+    """
+    from albumfix.review import DECISIONS, PAGE, cause_words, read_review
+
+    out = _people_out(album, output)
+    found = read_review(out)
+    if found is None:
+        _fail(UsageError(f"no review in {out}: run `albumfix restore {album}` first"))
+    if as_json:
+        typer.echo(_json_text(found.to_json(), indent=2))
+        return
+    typer.echo(f"{len(found.unguided)} damaged faces left unguided, {len(found.guided)} guided "
+               f"(pictures: {out / PAGE})")
+    for u in found.unguided:
+        typer.echo(f"\n{u.photo}  {u.face}: {cause_words(u.cause)}")
+        for c in u.candidates:
+            who = f"{c.name} ({c.person})" if c.name else c.person
+            typer.echo(f"    {c.distance:.3f}  {who}, their photo {c.photo or '?'}:\n      {c.command}")
+    typer.echo(f"\nOr uncomment lines of {out / DECISIONS} and apply them in one go:\n    {found.apply}")
+
+
+@app.command()
 def doctor(as_json: JsonOpt = False) -> None:
     """Show the device, face backends, weights found and library versions."""
     from albumfix.doctor import collect, render
@@ -310,6 +337,36 @@ def people_split(album: AlbumArg, person: str,
     from albumfix.people.edit import split_person
 
     _people_call(album, output, wait, lambda ix: split_person(ix, person, faces))
+
+
+@people_app.command("confirm")
+def people_confirm(album: AlbumArg, face: Annotated[str, typer.Argument(help="Face id (as `albumfix review` lists it).")],
+                   person: Annotated[str, typer.Argument(help="Person id the face is.")],
+                   output: OutOpt = None, wait: WaitOpt = None) -> None:
+    """Confirm that FACE is PERSON: the next restore guides it by PERSON's best-matching clearly
+    better photo, redoing only its photo."""
+    from albumfix.people.edit import confirm_faces
+
+    _people_call(album, output, wait, lambda ix: confirm_faces(ix, [(face, person)]))
+
+
+@people_app.command("apply")
+def people_apply(album: AlbumArg,
+                 decisions: Annotated[Path, typer.Argument(help="Decisions file: `confirm FACE PERSON` lines, `#` comments (OUTPUT/review-decisions.txt, written by restore).")],
+                 output: OutOpt = None, wait: WaitOpt = None) -> None:
+    """Apply every `confirm FACE PERSON` line of a decisions file at once (all or none)."""
+    from albumfix.people.edit import confirm_faces, parse_decisions
+
+    try:
+        text = decisions.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        _fail(UsageError(f"cannot read {decisions}: {getattr(exc, 'strerror', None) or exc}"))
+
+    def apply(ix) -> str:
+        pairs = parse_decisions(text)
+        return confirm_faces(ix, pairs) if pairs else f"no `confirm` line in {decisions}: nothing changed"
+
+    _people_call(album, output, wait, apply)
 
 
 @people_app.command("exclude")

@@ -11,7 +11,6 @@ impossible (errors.as_fatal, engine.ENGINE_FAILURES).
 """
 from __future__ import annotations
 
-import io
 import logging
 import os
 from dataclasses import dataclass, field
@@ -20,17 +19,15 @@ from pathlib import Path
 import numpy as np
 
 from albumfix.album import imageio
-from albumfix.atomic import atomic_write_bytes
 from albumfix.album.index import AlbumIndex, OutputRow
 from albumfix.album.scan import AlbumFile
 from albumfix.errors import FatalError, one_line
 from albumfix.faces.backends import FaceBox
+from albumfix.thumbnails import strip_path, thumbnail, write_image
 
 log = logging.getLogger("albumfix")
 
-REPORT_DIR = Path(".albumfix") / "report"
 FACES_DIR = Path(".albumfix") / "faces"
-THUMB_SIDE = 128
 
 
 @dataclass
@@ -214,9 +211,9 @@ class Composer:
             if pasted is not None:
                 pixels = pasted
             strip = face_strip(fw.jobs[0].lq, fw.jobs[0].ref, result.image)
-            self._write_image(self.pipeline.out / REPORT_DIR / f"{fw.face_id}.jpg", _thumb(strip))
+            write_image(self.pipeline.out / strip_path(fw.face_id), thumbnail(strip))
             if settings.save_faces:
-                self._write_image(self.pipeline.out / FACES_DIR / f"{fw.face_id}.png", strip)
+                write_image(self.pipeline.out / FACES_DIR / f"{fw.face_id}.png", strip)
             info[fw.face_id] = {
                 "model": self.pipeline.model_name,
                 "exemplar": fw.exemplars[0] if fw.exemplars else None,
@@ -267,19 +264,3 @@ class Composer:
                           to_rgb(pixels), landmarks, face.row.embedding,
                           [r for r in refs if r is not None], settings.strength, space=face.row.embedder,
                           final=final, detail=detail)  # judged on the restorer's own output, without the kept detail
-
-    @staticmethod
-    def _write_image(path: Path, rgb: np.ndarray) -> None:
-        from PIL import Image
-
-        buf = io.BytesIO()
-        Image.fromarray(rgb).save(buf, format="JPEG" if path.suffix == ".jpg" else "PNG", quality=90)
-        atomic_write_bytes(path, buf.getvalue())
-
-
-def _thumb(strip: np.ndarray) -> np.ndarray:
-    """(S, 3S, 3) strip scaled to THUMB_SIDE px high."""
-    import cv2
-
-    h, w = strip.shape[:2]
-    return cv2.resize(strip, (w * THUMB_SIDE // h, THUMB_SIDE), interpolation=cv2.INTER_AREA)

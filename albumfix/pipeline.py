@@ -189,6 +189,7 @@ class Pipeline:
         self._analyzer = None
         self._engine = None
         self._published: set[str] = set()
+        self._planned: tuple["Plan", dict[str, AlbumFile]] | None = None  # for the review (`_write_pages`)
 
     # --- orchestration -----------------------------------------------------------------------
     def run(self, restore: bool = True) -> RunReport:
@@ -227,6 +228,7 @@ class Pipeline:
         for digest, f in self._context(ix, others).items():
             photo_files.setdefault(digest, f)
         plan = self._plan(ix, ix.faces(sorted(photo_files)))
+        self._planned = (plan, photo_files)
         for relpath, digest in hashes.items():
             reports[relpath].faces = plan.face_reports(digest)
         if restore:
@@ -238,19 +240,35 @@ class Pipeline:
 
     def _close(self, report: RunReport, restore: bool) -> None:
         """Say why unreached photos are pending, publish every photo not yet published, write
-        report.html (not after a fatal error or in a dry run)."""
+        report.html and the review (not after a fatal error or in a dry run)."""
         why = f"stopped by {report.interrupted}" if report.interrupted else "the run stopped on a fatal error"
         for photo in report.photos:
             if photo.status == "pending":
                 photo.reason = f"not done: {why}; the next run does it"
             self._publish(photo)
         if restore and not self.settings.dry_run and report.error is None:
-            from albumfix.report import write_html_report
-
             try:
-                write_html_report(report, self.out)
+                self._write_pages(report)
             except Exception as exc:
                 report.error = self._fatal_reason(exc)
+
+    def _write_pages(self, report: RunReport) -> None:
+        """OUT/report.html, then the review (albumfix.review) with the thumbnails it shows, when
+        the run got as far as planning."""
+        from albumfix.report import write_html_report
+        from albumfix.review import build_review, faces_shown, write_review
+        from albumfix.thumbnails import write_face_thumbnails
+
+        write_html_report(report, self.out)
+        if self._planned is None:
+            return
+        plan, photo_files = self._planned
+        data = report.to_json()
+        rows = {fid: p.row for fid, p in plan.faces.items() if p.row.content_hash in photo_files}
+        thumbs = write_face_thumbnails(self.out, [(fid, rows[fid].landmarks, photo_files[rows[fid].content_hash].path)
+                                                  for fid in sorted(faces_shown(data)) if fid in rows])
+        photo_of = {fid: photo_files[row.content_hash].relpath for fid, row in rows.items()}
+        write_review(build_review(data, photo_of, thumbs), self.out)
 
     def _fatal_reason(self, exc: Exception) -> str:
         """The message of the FatalError that `exc` stands for (errors.as_fatal), logged;

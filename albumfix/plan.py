@@ -14,12 +14,32 @@ from albumfix.settings import Settings
 
 log = logging.getLogger("albumfix")
 
+CANDIDATES = 3  # people offered for a damaged face left unguided (albumfix review)
+# Why a damaged face (action restore) is left unguided, most telling first (`_unguided_cause`);
+# "guard_rejected" is decided after restoration (`Plan.attach_restored`).
+UNGUIDED_CAUSES = ("guidance_off", "excluded", "no_better_photo", "confirmed", "not_verified", "guard_rejected")
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A person a face left unguided may be: distance d of the album-wide rule
+    (albumfix.people.verify; cosine) and `face_id`, that person's face nearest it (a usable face
+    clearly better than it, in another photo: confirming the person guides the face)."""
+
+    person: str
+    distance: float
+    face_id: str
+
+    def to_json(self) -> dict:
+        return {"person": self.person, "distance": round(float(self.distance), 5), "face": self.face_id}
+
+
 @dataclass
 class FacePlan:
     """What happens to one face. action: restore | exemplar | skip; exemplar_eligible: usable to
     guide another face (not skipped, large enough; `clearly_better` decides per face); confirmed:
-    the person was set by a manual edit (`albumfix people name/merge/split`), not by the
-    embeddings; verified: see `_verify`."""
+    the person was set by a manual edit (`albumfix people name/merge/split/confirm`), not by the
+    embeddings; verified: see `_verify`; candidates, unguided: see `_rank_candidates`."""
 
     row: FaceRow
     action: str
@@ -30,6 +50,8 @@ class FacePlan:
     verified: bool = False  # person passed the album-wide margin rule (albumfix.people.verify)
     verify_reason: str = ""  # why not, for a degraded face that was checked
     exemplars: list = field(default_factory=list)  # [ExemplarChoice], best first
+    candidates: list[Candidate] = field(default_factory=list)  # nearest people, nearest first (faces to restore)
+    unguided: str | None = None  # of UNGUIDED_CAUSES when a face to restore has no exemplar
 
 
 @dataclass
@@ -56,7 +78,9 @@ class Plan:
         return [c.face_id for c in self.faces[face_id].exemplars]
 
     def face_reports(self, content_hash: str) -> list[dict]:
-        """JSON objects of the photo's faces (ids stable across runs)."""
+        """JSON objects of the photo's faces (ids stable across runs). `unguided` (a cause of
+        UNGUIDED_CAUSES, else null) and `candidates` (else []) are set for a damaged face left
+        unguided."""
         return [{
             "id": f.row.face_id,
             "box": [round(v, 1) for v in f.row.box],
@@ -68,13 +92,19 @@ class Plan:
             "person_confirmed": f.confirmed,
             "exemplars": [{"face": c.face_id, "distance": round(float(c.distance), 5)}
                           for c in f.exemplars],
+            "unguided": f.unguided,
+            "candidates": [c.to_json() for c in f.candidates] if f.unguided else [],
         } for f in self.by_photo(content_hash)]
 
     def attach_restored(self, report, restored: dict) -> None:
-        """Add `"restored": {...}` to the report's face objects (face_id -> info)."""
+        """Add `"restored": {...}` to the report's face objects (face_id -> info); a guided face
+        whose original the guard kept (strength 0) becomes unguided, "guard_rejected"."""
         for face in report.faces:
             if face["id"] in restored:
-                face["restored"] = restored[face["id"]]
+                info = face["restored"] = restored[face["id"]]
+                if info.get("exemplar") and info.get("strength") == 0:
+                    face["unguided"] = "guard_rejected"
+                    face["candidates"] = [c.to_json() for c in self.faces[face["id"]].candidates]
 
     def people_report(self) -> list[dict]:
         people: dict[str, list[str]] = {}
@@ -101,6 +131,7 @@ def build_plan(ix: AlbumIndex, faces: list[FaceRow], settings: Settings, progres
     ix.replace_automatic_assignments({fid: p.person for fid, p in plans.items()
                                       if p.person is not None and not p.confirmed})
     _choose(plans, settings.exemplars)
+    _rank_candidates(plans, settings.exemplars)
     progress.advance(len(faces))
     return Plan(plans, ix.person_names())
 
@@ -189,7 +220,7 @@ def _verify_each(queries: list[FacePlan], members: list[FacePlan], space: str) -
     padded = np.stack([np.concatenate([v, np.repeat(v[:1], width - len(v), axis=0)]) for v in views])
     return verify_people(np.stack([q.row.embedding for q in queries]), [q.row.content_hash for q in queries],
                          padded, [m.row.content_hash for m in members],
-                         [m.person for m in members], space=space, allowed=allowed)
+                         [m.person for m in members], space=space, allowed=allowed, ranked=CANDIDATES)
 
 
 def identity_views(row: FaceRow) -> np.ndarray:
@@ -251,5 +282,36 @@ def _choose(plans: dict[str, FacePlan], k: int) -> None:
         if not p.exemplars:
             why = p.verify_reason or "no face of this person is clearly better"
             unguided = (f"no exemplar ({why}): restored without guidance (if the album has sharp photos "
-                        "of them, `albumfix people merge` this face into that person)")
+                        "of them, `albumfix people confirm` this face as that person: `albumfix review` "
+                        "offers the nearest people)")
             p.reason = f"{p.reason}; {unguided}" if p.reason else unguided
+
+
+def _rank_candidates(plans: dict[str, FacePlan], k: int) -> None:
+    """For every face to restore: the CANDIDATES people nearest it by the album-wide rule's
+    per-person distance (the rule itself decides nothing here), each with their face nearest it;
+    and for one left without an exemplar, why (`_unguided_cause`). Run after `_choose`; with
+    guidance off (k = 0) no face is ranked."""
+    with_person = [p for p in plans.values() if p.person is not None and p.row.embedding is not None]
+    for space in sorted({p.row.embedder for p in with_person} if k else ()):
+        members = [p for p in with_person if p.row.embedder == space]
+        queries = [p for p in members if p.action == "restore"]
+        for q, v in zip(queries, _verify_each(queries, members, space)):
+            q.candidates = [Candidate(c.person, c.distance, members[c.face].row.face_id) for c in v.candidates]
+    for p in plans.values():
+        if p.action == "restore" and not p.exemplars:
+            p.unguided = _unguided_cause(p, k)
+
+
+def _unguided_cause(p: FacePlan, k: int) -> str:
+    """Why a face to restore has no exemplar (of UNGUIDED_CAUSES): guidance turned off
+    (--exemplars 0); excluded by the user (or never embedded); no clearly better face of anyone
+    in another photo; its person, set by the user, has no clearly better face; no person
+    verified (too far, two about as near, seen once, or the strict gate of a face with detail)."""
+    if k == 0:
+        return "guidance_off"
+    if p.person is None:
+        return "excluded"
+    if not p.candidates:
+        return "no_better_photo"
+    return "confirmed" if p.confirmed else "not_verified"

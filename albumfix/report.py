@@ -2,7 +2,8 @@
 
 Images are referenced, not embedded: the originals by their path relative to OUT (they stay in
 the album), the outputs in OUT, and per-face strips (LQ | exemplar | restored) written by the
-compose stage under `OUT/.albumfix/report/`. The machine-readable summary is the `--json` output.
+compose stage under `OUT/.albumfix/report/` (albumfix.thumbnails). The machine-readable summary is
+the `--json` output; the page links the review of the damaged faces (albumfix.review).
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from albumfix.atomic import atomic_write_bytes
+from albumfix.thumbnails import strip_path
 
 STYLE = """
 body{font-family:system-ui,sans-serif;margin:2em;background:#fafafa;color:#222}
@@ -39,6 +41,16 @@ def _face_caption(face: dict, names: dict) -> str:
     return f"{who} · {guide}"
 
 
+def _review_link(data: dict) -> str:
+    """A line linking review.html: how many damaged faces were left unguided."""
+    from albumfix.review import PAGE
+
+    damaged = [f for p in data["photos"] for f in p["faces"] if f["action"] == "restore"]
+    unguided = sum(bool(f.get("unguided")) for f in damaged)
+    return (f"<p class='review'>{len(damaged)} damaged faces, {unguided} left unguided: "
+            f"<a href='{PAGE}'>review them and confirm who they are</a></p>")
+
+
 def render_html(report, out: Path) -> str:
     """The page for a RunReport (see pipeline.RunReport)."""
     data = report.to_json()
@@ -49,6 +61,7 @@ def render_html(report, out: Path) -> str:
         f"<style>{STYLE}</style><h1>albumfix report</h1>",
         f"<p>Album <code>{html.escape(data['album'])}</code> → <code>{html.escape(data['output'])}</code></p>",
         "<table>" + "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in s.items()) + "</table>",
+        _review_link(data),
     ]
     for photo in data["photos"]:
         if photo["status"] == "failed":
@@ -64,7 +77,7 @@ def render_html(report, out: Path) -> str:
         for face in photo["faces"]:
             if "restored" not in face:
                 continue
-            thumb = quote(f".albumfix/report/{face['id']}.jpg")
+            thumb = quote(strip_path(face["id"]).as_posix())
             caption = html.escape(_face_caption(face, names))
             strips.append(f"<figure><img src='{thumb}' alt='LQ | exemplar | restored'>"
                           f"<figcaption>{html.escape(face['id'])}: {caption}</figcaption></figure>")

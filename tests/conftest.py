@@ -117,9 +117,11 @@ def host_allows_tf32():
 
 
 def photo_outputs(out: Path) -> dict[str, bytes]:
-    """OUT's photos (relative path -> bytes), without albumfix's own files."""
+    """OUT's photos (relative path -> bytes), without albumfix's own files (its index and
+    images, report.html, the review's page and decisions file)."""
+    own = {"report.html", "review.html", "review-decisions.txt"}
     return {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("*"))
-            if p.is_file() and ".albumfix" not in p.parts and p.name != "report.html"}
+            if p.is_file() and ".albumfix" not in p.parts and p.relative_to(out).as_posix() not in own}
 
 
 def comparable_photos(photos: list[dict]) -> list[dict]:

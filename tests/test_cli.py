@@ -104,7 +104,7 @@ def test_faded_print_is_verified_guided_and_never_guides_and_the_user_still_deci
     assert split.returncode == 0, split.stderr
     after = faces()["1998/old print.jpg"]
     assert after["person_confirmed"] and after["person"] != sharp["person"] and after["exemplars"] == []
-    assert "people merge" in after["reason"]
+    assert "people confirm" in after["reason"]
     # and merged back, it is guided by that person's photos again
     merged = run_cli("people", "merge", str(album_copy), sharp["person"], after["person"], "-o", str(out))
     assert merged.returncode == 0, merged.stderr

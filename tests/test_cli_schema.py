@@ -20,7 +20,7 @@ from conftest import REPO
 
 RESTORE_ONLY = {"overwrite", "model", "weights", "device", "batch_size", "precision", "strength", "guard",
                 "save_faces", "threads"}
-USER_COMMANDS = ["restore", "scan", "doctor", "people", "models"]
+USER_COMMANDS = ["restore", "scan", "review", "doctor", "people", "models"]
 DEVELOPER_COMMANDS = ["dataset", "pairs", "train", "train-identity", "eval"]
 
 

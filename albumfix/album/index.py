@@ -200,10 +200,12 @@ class AlbumIndex:
             )
 
     def set_manual(self, face_ids: list[str], person_id: str) -> None:
+        self.set_manual_assignments({f: person_id for f in face_ids})
+
+    def set_manual_assignments(self, people: dict[str, str]) -> None:
+        """Pin faces to people (face_id -> person_id) in one transaction."""
         with self.transaction():
-            self.db.executemany(
-                "INSERT OR REPLACE INTO assignments VALUES (?, ?, 1)", [(f, person_id) for f in face_ids]
-            )
+            self.db.executemany("INSERT OR REPLACE INTO assignments VALUES (?, ?, 1)", sorted(people.items()))
 
     def exclude_faces(self, face_ids: list[str]) -> None:
         """Never group these faces again (and drop their current assignment)."""

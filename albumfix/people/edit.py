@@ -2,10 +2,15 @@
 
 Every edit pins the faces it touches (`assignments.manual = 1`); splits also store must-not-link
 pairs and exclusions an `exclude` constraint, which the grouping stage reads as `Overrides`.
+`confirm_faces` pins faces one by one into people; it reads the decisions file `albumfix review`
+writes (`parse_decisions`: one `confirm FACE PERSON` line per face, `#` starts a comment).
 """
 from __future__ import annotations
 
 from albumfix.album.index import AlbumIndex
+
+
+DECISION = "confirm"
 
 
 class PeopleEditError(ValueError):
@@ -71,6 +76,52 @@ def split_person(ix: AlbumIndex, person: str, faces: list[str]) -> str:
         for b in rest:
             ix.add_constraint("cannot_link", *sorted((a, b)))
     return f"moved {len(faces)} faces from {person} to new person {new_person}"
+
+
+def decision_line(face: str, person: str) -> str:
+    """The decisions file's line that confirms FACE as PERSON."""
+    return f"{DECISION} {face} {person}"
+
+
+def parse_decisions(text: str) -> list[tuple[str, str]]:
+    """[(face, person)] of a decisions file's `confirm FACE PERSON` lines, in order; blank lines
+    and everything after a `#` are ignored; any other line is an error naming its number."""
+    pairs = []
+    for number, line in enumerate(text.splitlines(), 1):
+        words = line.split("#", 1)[0].split()
+        if not words:
+            continue
+        if len(words) != 3 or words[0] != DECISION:
+            raise PeopleEditError(f"line {number}: expected `{DECISION} FACE PERSON`, found {line.strip()!r}")
+        pairs.append((words[1], words[2]))
+    return pairs
+
+
+def confirm_faces(ix: AlbumIndex, pairs: list[tuple[str, str]]) -> str:
+    """Put each FACE into its PERSON, pinned (`person_confirmed`): the next restore guides it by
+    that person's best-matching clearly better photo. Only the faces named move (the person's
+    other faces keep their state, so no other photo is redone). All pairs are checked first
+    (known faces and people, not excluded, each face once); then all are written in one
+    transaction, or none."""
+    faces = [f for f, _ in pairs]
+    twice = sorted({f for f in faces if faces.count(f) > 1})
+    if twice:
+        raise PeopleEditError(f"faces confirmed more than once: {', '.join(twice)}")
+    unknown = sorted(set(faces) - {f.face_id for f in ix.faces()})
+    if unknown:
+        raise PeopleEditError(f"unknown face ids: {', '.join(unknown)}")
+    excluded = sorted(set(faces) & {a for a, _ in ix.constraints("exclude")})
+    if excluded:
+        raise PeopleEditError(f"excluded faces (false detections or strangers): {', '.join(excluded)}")
+    for person in sorted({p for _, p in pairs}):
+        _faces_of(ix, person)
+    ix.set_manual_assignments(dict(pairs))
+    names = ix.person_names()
+    lines = [f"confirmed {face} as {person}" + (f" ({names[person]})" if person in names else "")
+             for face, person in pairs]
+    lines.append(f"{len(pairs)} face(s) confirmed: the next `albumfix restore` guides them and redoes only "
+                 "the photos that changed")
+    return "\n".join(lines)
 
 
 def exclude_faces(ix: AlbumIndex, faces: list[str]) -> str:

@@ -11,7 +11,9 @@ P, with at least `min_faces` faces in other photos (compared or not), is accepte
     d(P) <= gate   and   d(second person) - d(P) >= margin   and   d(second person) >= ratio * d(P)
 
 (`lone_ratio` for `ratio` when d(P) rests on one face; no second person: both hold). Returns one
-`Verification` per query. Precision first: a wrong person's exemplar is worse than none.
+`Verification` per query, with the nearest people as `candidates` whatever the decision (what a
+user is shown to confirm a face left unguided: `albumfix review`). Precision first: a wrong
+person's exemplar is worse than none.
 Thresholds: `CALIBRATIONS`, by `benchmarks/calibrate_verify.py`; history in docs/CALIBRATION.md.
 """
 from __future__ import annotations
@@ -50,14 +52,26 @@ CALIBRATIONS: dict[str, VerifyCalibration] = {
 
 
 @dataclass(frozen=True)
+class Candidate:
+    """A person a query may be: their distance d (cosine, as the rule measures it) and `face`,
+    the index (into `verify_people`'s faces) of their face nearest the query."""
+
+    person: str
+    distance: float
+    face: int
+
+
+@dataclass(frozen=True)
 class Verification:
     """The outcome for one face: person (None when not accepted), its distance d(P), the
-    second person's distance (inf when none) and why it was refused ("" when accepted)."""
+    second person's distance (inf when none), why it was refused ("" when accepted) and the
+    nearest people at a finite distance, nearest first (at most `verify_people`'s `ranked`)."""
 
     person: str | None
     distance: float
     runner_up: float
     reason: str
+    candidates: tuple[Candidate, ...] = ()
 
 
 def verify_people(
@@ -68,6 +82,7 @@ def verify_people(
     face_people: Sequence[str],
     space: str = "dlib",
     allowed: np.ndarray | None = None,
+    ranked: int = 3,
 ) -> list[Verification]:
     """Verify each query face against the people of the album.
 
@@ -76,9 +91,9 @@ def verify_people(
     ladder: a face's distance is that of its nearest view); face_photos, face_people: (N,)
     their photo and person ids;
     allowed: (Q, N) bool, the faces each query may be compared with (the caller passes the faces
-    clearly better than the query: two damaged faces are no evidence of one person); None: all.
-    A query that is itself among `faces` sits in its own photo, which never counts. Returns one
-    Verification per query.
+    clearly better than the query: two damaged faces are no evidence of one person); None: all;
+    ranked: candidates kept per query. A query that is itself among `faces` sits in its own
+    photo, which never counts. Returns one Verification per query.
     """
     cal = CALIBRATIONS.get(space, CALIBRATIONS["dlib"])
     people = sorted(set(face_people))
@@ -100,30 +115,34 @@ def verify_people(
     per_person = np.full((len(queries), len(people)), np.inf)
     seen = np.zeros((len(queries), len(people)), np.int64)  # the person's faces in other photos
     compared = np.zeros((len(queries), len(people)), np.int64)  # of them, faces averaged into per_person
+    nearest_face = np.zeros((len(queries), len(people)), np.int64)  # index of the person's face nearest the query
     for j in range(len(people)):
         seen[:, j] = (~same_photo[:, member[j]]).sum(axis=1)
+        own = np.flatnonzero(member[j])
+        nearest_face[:, j] = own[np.argmin(dist[:, own], axis=1)]
         d = np.sort(dist[:, member[j]], axis=1)[:, :cal.nearest]
         finite = np.isfinite(d)
         compared[:, j] = finite.sum(axis=1)
         per_person[:, j] = np.where(compared[:, j] > 0, np.where(finite, d, 0.0).sum(axis=1)
                                     / np.maximum(compared[:, j], 1), np.inf)
     out = []
-    for row, times, used in zip(per_person, seen, compared):
+    for row, times, used, faces_near in zip(per_person, seen, compared, nearest_face):
         order = np.argsort(row, kind="stable")
         best = float(row[order[0]])
         second = float(row[order[1]]) if len(order) > 1 else float("inf")
         ratio = cal.lone_ratio if used[order[0]] == 1 else cal.ratio
+        near = tuple(Candidate(people[j], float(row[j]), int(faces_near[j])) for j in order[:ranked]
+                     if np.isfinite(row[j]))
         if not np.isfinite(best):
-            out.append(Verification(None, best, second, "no clearly better face of anyone outside this photo"))
+            reason = "no clearly better face of anyone outside this photo"
         elif times[order[0]] < cal.min_faces:
-            out.append(Verification(None, best, second,
-                                    f"nearest person seen only {times[order[0]]} time(s) (at least {cal.min_faces})"))
+            reason = f"nearest person seen only {times[order[0]]} time(s) (at least {cal.min_faces})"
         elif best > cal.gate:
-            out.append(Verification(None, best, second, f"nearest person at {best:.3f} > gate {cal.gate:g}"))
+            reason = f"nearest person at {best:.3f} > gate {cal.gate:g}"
         elif second - best < cal.margin or second < ratio * best:
-            out.append(Verification(None, best, second,
-                                    f"two people about as near ({best:.3f}, {second:.3f}; margin {cal.margin:g}, "
-                                    f"ratio {ratio:g})"))
+            reason = (f"two people about as near ({best:.3f}, {second:.3f}; margin {cal.margin:g}, "
+                      f"ratio {ratio:g})")
         else:
-            out.append(Verification(people[order[0]], best, second, ""))
+            reason = ""
+        out.append(Verification(None if reason else people[order[0]], best, second, reason, near))
     return out
