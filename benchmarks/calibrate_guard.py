@@ -18,9 +18,11 @@ measures what the guard sees (identity distance to the exemplars that guided the
 input when unguided; band sharpness) and what the user gets (face-region PSNR and identity
 distance to the truth, by dlib and by the FaceNet judge). Each rule of the grid (the reference
 gain a guided face must make, the self distance an unguided face may move, the sharpness ratio)
-then picks, per face, the first strength of STRENGTH_STEPS that passes, and is scored: mean PSNR
-gain over the input, share of faces farther from the truth than the input and mean identity
-distance, by each embedder.
+then picks, per face, the first strength that passes among those the guard tries (the face's
+detail ceiling, then the lower STRENGTH_STEPS), and is scored: mean PSNR gain over the input,
+share of faces farther from the truth than the input and mean identity distance, by each
+embedder, and the judge's share of farther faces in the worst damage family. The measured faces
+are kept in WORK/guard-faces.json, so another grid scores at once.
 """
 from __future__ import annotations
 
@@ -35,7 +37,7 @@ import numpy as np
 from albumfix.album.index import AlbumIndex
 from albumfix.faces.backends import FaceBox, create_analyzer
 from albumfix.faces.quality import face_sharpness
-from albumfix.guard import STRENGTH_STEPS
+from albumfix.guard import STRENGTH_STEPS, detail_ceiling
 from albumfix.train.albums import FaceScorer, _cli, farther_share, load_manifest, match_faces, read_rgb
 
 LADDER = (1.0, 0.8, 0.6, 0.45, 0.3, 0.15, 0.0)
@@ -80,23 +82,31 @@ def measure_faces(work: Path, ladder: tuple[float, ...] = LADDER) -> list[dict]:
             refs = np.stack([rows[g].embedding for g in guides]) if guides else None
             box = FaceBox(tuple(row.box), 1.0, None, "truth")
             truth_desc = scorer.descriptors(truth, face)
+            detail = float(row.quality.get("detail", 0.0))
             steps = {}
-            for s in ladder:
+            for s in sorted({*ladder, *candidate_strengths(detail)}, reverse=True):
                 img = np.clip(np.round(lq + s * (restored - lq)), 0, 255).astype(np.uint8)
                 e = embedder.embed(img, [box], [row.landmarks])[0]
                 m = scorer.measure(img, truth, face, truth_desc)
                 steps[s] = {"reference": float(np.mean(1 - refs @ e)) if refs is not None else None,
                             "self": float(1 - e @ row.embedding), "sharpness": face_sharpness(img, row.landmarks),
                             "psnr": m["psnr"], "identity": m["identity"], "judge": m["judge"]}
-            faces.append({"guided": refs is not None, "steps": steps, "family": photo.family,
-                          "detail": float(row.quality.get("detail", 0.0))})
+            faces.append({"guided": refs is not None, "steps": steps, "family": photo.family, "detail": detail})
     return faces
 
 
+def candidate_strengths(detail: float) -> list[float]:
+    """The strengths albumfix.guard.guard_face tries for a face of this edge detail, in order:
+    its detail ceiling (at most 1), then the lower STRENGTH_STEPS."""
+    top = detail_ceiling(detail)
+    return [top] + [s for s in STRENGTH_STEPS if s < top]
+
+
 def strength_chosen(face: dict, gain: float, self_distance: float, sharpness_ratio: float) -> float:
-    """The guard's choice for one measured face under a rule (albumfix.guard.guard_face)."""
+    """The guard's choice for one measured face under a rule (albumfix.guard.guard_face, the
+    detail ceiling included)."""
     before = face["steps"][0.0]
-    for s in STRENGTH_STEPS:
+    for s in candidate_strengths(face["detail"]):
         x = face["steps"][s]
         near = (x["reference"] <= before["reference"] - gain) if face["guided"] else (x["self"] <= self_distance)
         if near and x["sharpness"] >= sharpness_ratio * before["sharpness"]:
@@ -108,9 +118,25 @@ def score_rule(faces: list[dict], gain: float, self_distance: float, sharpness_r
     chosen = [face["steps"][strength_chosen(face, gain, self_distance, sharpness_ratio)] for face in faces]
     before = [face["steps"][0.0] for face in faces]
     worse = lambda m: farther_share([c[m] for c in chosen], [b[m] for b in before])  # noqa: E731
+    families = sorted({face["family"] for face in faces})
+    in_family = lambda m, fam: farther_share(*([x[m] for x, face in zip(xs, faces) if face["family"] == fam]  # noqa: E731
+                                              for xs in (chosen, before)))
     return {"psnr_gain": float(np.mean([c["psnr"] - b["psnr"] for c, b in zip(chosen, before)])),
             "worse": worse("identity"), "identity": float(np.mean([c["identity"] for c in chosen])),
-            "judge_worse": worse("judge"), "judge": float(np.mean([c["judge"] for c in chosen]))}
+            "judge_worse": worse("judge"), "judge": float(np.mean([c["judge"] for c in chosen])),
+            "judge_worse_max": max(in_family("judge", fam) for fam in families)}
+
+
+def measured_faces(work: Path) -> list[dict]:
+    """`measure_faces` of the album, kept in WORK/guard-faces.json (delete it after a change of
+    weights or code) so that other grids score without measuring again."""
+    saved = work / "guard-faces.json"
+    if not saved.exists():
+        saved.write_text(json.dumps(measure_faces(work)))
+    faces = json.loads(saved.read_text())
+    for face in faces:
+        face["steps"] = {float(s): x for s, x in face["steps"].items()}
+    return faces
 
 
 def main() -> None:
@@ -123,16 +149,17 @@ def main() -> None:
     for name in ("out-scan", "truth"):
         if not (args.work / name).exists():
             raise SystemExit(f"{args.work / name} is missing: build and scan the album first (module doc)")
-    faces = measure_faces(args.work)
+    faces = measured_faces(args.work)
     print(f"{len(faces)} restored damaged faces, {sum(f['guided'] for f in faces)} guided; input identity "
           f"{np.mean([f['steps'][0.0]['identity'] for f in faces]):.4f}, judge "
           f"{np.mean([f['steps'][0.0]['judge'] for f in faces]):.4f}")
-    print(f"{'gain':>6} {'self':>6} {'sharp':>5} {'dPSNR':>7} {'worse':>6} {'ident':>7} {'j-worse':>7} {'judge':>7}")
+    print(f"{'gain':>6} {'self':>6} {'sharp':>5} {'dPSNR':>7} {'worse':>6} {'ident':>7} {'j-worse':>7} {'judge':>7} "
+          f"{'j-worse, worst family':>21}")
     grid = itertools.product(*(map(float, a.split(",")) for a in (args.gains, args.self_distances, args.sharpness_ratios)))
     for gain, self_distance, ratio in grid:
         r = score_rule(faces, gain, self_distance, ratio)
         print(f"{gain:>6.3f} {self_distance:>6.3f} {ratio:>5.2f} {r['psnr_gain']:>+7.3f} {r['worse']:>6.1%} "
-              f"{r['identity']:>7.4f} {r['judge_worse']:>7.1%} {r['judge']:>7.4f}")
+              f"{r['identity']:>7.4f} {r['judge_worse']:>7.1%} {r['judge']:>7.4f} {r['judge_worse_max']:>21.1%}")
 
 
 if __name__ == "__main__":
