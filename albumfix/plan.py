@@ -34,6 +34,12 @@ class Candidate:
         return {"person": self.person, "distance": round(float(self.distance), 5), "face": self.face_id}
 
 
+def guard_kept_original(restored: dict) -> bool:
+    """A face's `restored` info (the run JSON's) says it was guided and the guard kept its
+    original face (strength 0): for the review it is a face left unguided."""
+    return bool(restored.get("exemplar")) and restored.get("strength") == 0
+
+
 @dataclass
 class FacePlan:
     """What happens to one face. action: restore | exemplar | skip; exemplar_eligible: usable to
@@ -101,8 +107,8 @@ class Plan:
         whose original the guard kept (strength 0) becomes unguided, "guard_rejected"."""
         for face in report.faces:
             if face["id"] in restored:
-                info = face["restored"] = restored[face["id"]]
-                if info.get("exemplar") and info.get("strength") == 0:
+                face["restored"] = restored[face["id"]]
+                if guard_kept_original(face["restored"]):
                     face["unguided"] = "guard_rejected"
                     face["candidates"] = [c.to_json() for c in self.faces[face["id"]].candidates]
 
@@ -180,9 +186,7 @@ def _verify(plans: dict[str, FacePlan]) -> None:
     its person. A face left alone by grouping joins that person; `verified` marks faces whose
     person passed. Faces with detail keep the grouping and the strict exemplar gate: their
     embeddings are reliable, and a person formed by grouping can hold two look-alikes."""
-    with_person = [p for p in plans.values() if p.person is not None and p.row.embedding is not None]
-    for space in sorted({p.row.embedder for p in with_person}):
-        members = [p for p in with_person if p.row.embedder == space]
+    for space, members in _members_by_space(plans).items():
         queries = [p for p in members if p.action == "restore" and not p.confirmed and _degraded(p)]
         sizes: dict[str, int] = {}
         for p in members:
@@ -197,6 +201,14 @@ def _verify(plans: dict[str, FacePlan]) -> None:
                 q.person, q.verified = v.person, True
             else:
                 q.verify_reason = v.reason or f"verified as another person than its group ({v.person})"
+
+
+def _members_by_space(plans: dict[str, FacePlan]) -> dict[str, list[FacePlan]]:
+    """The faces with a person and an embedding, by embedding space (sorted by space name): the
+    members the album-wide rule compares a face with."""
+    with_person = [p for p in plans.values() if p.person is not None and p.row.embedding is not None]
+    return {space: [p for p in with_person if p.row.embedder == space]
+            for space in sorted({p.row.embedder for p in with_person})}
 
 
 def _verify_each(queries: list[FacePlan], members: list[FacePlan], space: str) -> list:
@@ -292,9 +304,7 @@ def _rank_candidates(plans: dict[str, FacePlan], k: int) -> None:
     per-person distance (the rule itself decides nothing here), each with their face nearest it;
     and for one left without an exemplar, why (`_unguided_cause`). Run after `_choose`; with
     guidance off (k = 0) no face is ranked."""
-    with_person = [p for p in plans.values() if p.person is not None and p.row.embedding is not None]
-    for space in sorted({p.row.embedder for p in with_person} if k else ()):
-        members = [p for p in with_person if p.row.embedder == space]
+    for space, members in (_members_by_space(plans) if k else {}).items():
         queries = [p for p in members if p.action == "restore"]
         for q, v in zip(queries, _verify_each(queries, members, space)):
             q.candidates = [Candidate(c.person, c.distance, members[c.face].row.face_id) for c in v.candidates]

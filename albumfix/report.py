@@ -43,10 +43,10 @@ def _face_caption(face: dict, names: dict) -> str:
 
 def _review_link(data: dict) -> str:
     """A line linking review.html: how many damaged faces were left unguided."""
-    from albumfix.review import PAGE
+    from albumfix.review import PAGE, damaged_faces
 
-    damaged = [f for p in data["photos"] for f in p["faces"] if f["action"] == "restore"]
-    unguided = sum(bool(f.get("unguided")) for f in damaged)
+    damaged = damaged_faces(data)
+    unguided = sum(bool(f.get("unguided")) for _, f in damaged)
     return (f"<p class='review'>{len(damaged)} damaged faces, {unguided} left unguided: "
             f"<a href='{PAGE}'>review them and confirm who they are</a></p>")
 

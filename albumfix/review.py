@@ -16,6 +16,7 @@ from __future__ import annotations
 import html
 import json
 import shlex
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from urllib.parse import quote
@@ -216,9 +217,7 @@ def _guided_html(g: GuidedFace) -> str:
 
 def render_review(review: Review) -> str:
     """review.html (written in OUT; its links are relative to OUT)."""
-    counts: dict[str, int] = {}
-    for u in review.unguided:
-        counts[u.cause] = counts.get(u.cause, 0) + 1
+    counts = Counter(u.cause for u in review.unguided)
     by_cause = "".join(f"<li>{n} · {html.escape(cause_words(c))}</li>" for c, n in counts.items())
     return "\n".join([
         "<!doctype html><meta charset='utf-8'><title>albumfix review</title>",

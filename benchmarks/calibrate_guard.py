@@ -117,14 +117,16 @@ def strength_chosen(face: dict, gain: float, self_distance: float, sharpness_rat
 def score_rule(faces: list[dict], gain: float, self_distance: float, sharpness_ratio: float) -> dict:
     chosen = [face["steps"][strength_chosen(face, gain, self_distance, sharpness_ratio)] for face in faces]
     before = [face["steps"][0.0] for face in faces]
-    worse = lambda m: farther_share([c[m] for c in chosen], [b[m] for b in before])  # noqa: E731
-    families = sorted({face["family"] for face in faces})
-    in_family = lambda m, fam: farther_share(*([x[m] for x, face in zip(xs, faces) if face["family"] == fam]  # noqa: E731
-                                              for xs in (chosen, before)))
+
+    def worse(m: str, family: str | None = None) -> float:
+        """Share of the faces (of one family, or all) farther from the truth by measure m."""
+        keep = [family is None or face["family"] == family for face in faces]
+        return farther_share([c[m] for c, k in zip(chosen, keep) if k], [b[m] for b, k in zip(before, keep) if k])
+
     return {"psnr_gain": float(np.mean([c["psnr"] - b["psnr"] for c, b in zip(chosen, before)])),
             "worse": worse("identity"), "identity": float(np.mean([c["identity"] for c in chosen])),
             "judge_worse": worse("judge"), "judge": float(np.mean([c["judge"] for c in chosen])),
-            "judge_worse_max": max(in_family("judge", fam) for fam in families)}
+            "judge_worse_max": max(worse("judge", family) for family in {face["family"] for face in faces})}
 
 
 def measured_faces(work: Path) -> list[dict]:

@@ -32,7 +32,7 @@ from albumfix.album.index import AlbumIndex
 from albumfix.degrade import DAMAGE_FAMILIES
 from albumfix.people.edit import confirm_faces
 from albumfix.pipeline import _NoProgress
-from albumfix.plan import Plan, build_plan
+from albumfix.plan import Plan, build_plan, guard_kept_original
 from albumfix.settings import Settings
 from albumfix.train.albums import load_manifest, match_faces
 
@@ -45,8 +45,7 @@ def _plan(index: Path) -> Plan:
 
 def _guard_kept(run: dict) -> set[str]:
     """Ids of the faces a run guided whose original face the guard kept (strength 0)."""
-    return {f["id"] for p in run["photos"] for f in p["faces"]
-            if (f.get("restored") or {}).get("exemplar") and f["restored"].get("strength") == 0}
+    return {f["id"] for p in run["photos"] for f in p["faces"] if guard_kept_original(f.get("restored") or {})}
 
 
 def simulate(work: Path, run_name: str = "out-product") -> dict:

@@ -7,6 +7,8 @@ writes (`parse_decisions`: one `confirm FACE PERSON` line per face, `#` starts a
 """
 from __future__ import annotations
 
+from collections import Counter
+
 from albumfix.album.index import AlbumIndex
 
 
@@ -29,6 +31,13 @@ def _faces_of(ix: AlbumIndex, person: str) -> list[str]:
     if not faces:
         raise PeopleEditError(f"no person {person!r} in this album (see `albumfix people ALBUM`)")
     return faces
+
+
+def _check_known_faces(ix: AlbumIndex, faces: list[str]) -> None:
+    """PeopleEditError naming the faces the album index does not know."""
+    unknown = sorted(set(faces) - {f.face_id for f in ix.faces()})
+    if unknown:
+        raise PeopleEditError(f"unknown face ids: {', '.join(unknown)}")
 
 
 def list_people(ix: AlbumIndex) -> list[dict]:
@@ -104,12 +113,10 @@ def confirm_faces(ix: AlbumIndex, pairs: list[tuple[str, str]]) -> str:
     (known faces and people, not excluded, each face once); then all are written in one
     transaction, or none."""
     faces = [f for f, _ in pairs]
-    twice = sorted({f for f in faces if faces.count(f) > 1})
+    twice = sorted(f for f, n in Counter(faces).items() if n > 1)
     if twice:
         raise PeopleEditError(f"faces confirmed more than once: {', '.join(twice)}")
-    unknown = sorted(set(faces) - {f.face_id for f in ix.faces()})
-    if unknown:
-        raise PeopleEditError(f"unknown face ids: {', '.join(unknown)}")
+    _check_known_faces(ix, faces)
     excluded = sorted(set(faces) & {a for a, _ in ix.constraints("exclude")})
     if excluded:
         raise PeopleEditError(f"excluded faces (false detections or strangers): {', '.join(excluded)}")
@@ -125,8 +132,6 @@ def confirm_faces(ix: AlbumIndex, pairs: list[tuple[str, str]]) -> str:
 
 
 def exclude_faces(ix: AlbumIndex, faces: list[str]) -> str:
-    unknown = sorted(set(faces) - {f.face_id for f in ix.faces()})
-    if unknown:
-        raise PeopleEditError(f"unknown face ids: {', '.join(unknown)}")
+    _check_known_faces(ix, faces)
     ix.exclude_faces(faces)
     return f"excluded {len(faces)} faces"
