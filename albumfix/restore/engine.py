@@ -41,7 +41,7 @@ import torch
 from torch import nn
 
 from albumfix.devices import DeviceError, resolve_device
-from albumfix.restore import create_model, find_weights, fold_spectral_norm
+from albumfix.restore import create_model, find_weights
 from albumfix.restore.precision import ieee_fp32, precision_name, reproducible_cudnn, resolve_precision
 from albumfix.restore.tensors import images_to_tensor, tensor_to_images
 from albumfix.restore.weights import WeightsError, user_models_dir
