@@ -262,7 +262,7 @@ def doctor(as_json: JsonOpt = False) -> None:
 # --- people -------------------------------------------------------------------------------------
 def _people_out(album: Path, output: Path | None) -> Path:
     """OUT of an album whose index exists (else exit 2 or 3 with the reason)."""
-    from albumfix.pipeline import index_path, resolve_paths
+    from albumfix.stages.context import index_path, resolve_paths
 
     try:
         _, out = resolve_paths(album, Settings(output=output))
@@ -275,7 +275,7 @@ def _people_out(album: Path, output: Path | None) -> Path:
 
 def _people_index(out: Path):
     from albumfix.album.index import AlbumIndex
-    from albumfix.pipeline import index_path
+    from albumfix.stages.context import index_path
 
     return AlbumIndex(index_path(out))
 
@@ -568,7 +568,7 @@ def evaluate_command(
         typer.echo(json.dumps(result, indent=2) if as_json else report_table(result))
         return
 
-    from albumfix.pipeline import cpu_threads
+    from albumfix.stages.models import cpu_threads
     from albumfix.restore.weights import find_weights
     from albumfix.train.evaluate import EvalConfig, evaluate
 

@@ -1,172 +1,49 @@
-"""Runs the stages in order against the album index: scan, analyse, group, choose, restore, compose.
+"""The driver of a run: scan, analyse, group, choose, restore, compose, against the album index.
 
-No model code lives here: each stage calls its package (album, faces, people, restore) and stores
-results in the index, so a re-run recomputes only what changed and a killed run resumes.
+The driver is the one owner of the run's state: OUT's lock, the SQLite index, the reports. It
+selects and hashes the files, asks a backend (albumfix.distributed) to run the stages
+(albumfix.stages: functions of their inputs, which never call back here) on what the index says
+is pending, stores what comes back, plans from the index (grouping, verification, exemplars:
+cheap, no model work) and records each photo's end. A re-run recomputes only what changed and a
+killed run resumes.
 
-A run holds the output folder's lock throughout (album/lock.py). Each photo's work is isolated:
-an exception from one photo (decoding, analysis, restoration, writing) marks that photo failed
-with a one-line reason and the run goes on; only what makes every photo impossible (`as_fatal`:
-model or device unusable, no space left, index unusable) stops it, and the report then says so.
-A stop request (SIGINT/SIGTERM, interrupt.py) is honoured between photos; photos not reached
-are reported `pending` and the next run does them.
+Each photo's work is isolated: an exception from one photo (decoding, analysis, restoration,
+writing) marks that photo failed with a one-line reason and the run goes on; only what makes
+every photo impossible (`as_fatal`: model or device unusable, no space left, index unusable)
+stops it, and the report then says so. A stop request (SIGINT/SIGTERM, interrupt.py) is honoured
+between photos; photos not reached are reported `pending` and the next run does them.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import logging
-import os
-import shutil
-import tempfile
-import signal
 import time
-from collections.abc import Callable
-from contextlib import nullcontext
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
 from functools import cached_property
 from pathlib import Path
-from typing import Protocol
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from albumfix import __version__
 from albumfix.album import imageio
-from albumfix.atomic import atomic_copy, remove_stale_temps
 from albumfix.album.index import AlbumIndex, FaceRow, OutputRow
-from albumfix.album.lock import output_lock
 from albumfix.album.scan import AlbumFile, content_hash, scan_album, select_files
-from albumfix.errors import (EXIT_FATAL, EXIT_OK, EXIT_SOME_FAILED, AlbumError, FatalError, UsageError,
-                             as_fatal, exit_code_for_signal, one_line)
+from albumfix.atomic import atomic_copy
 from albumfix.interrupt import StopRequest
 from albumfix.settings import Settings
+from albumfix.stages.analyse import PhotoToAnalyse, analysis_key
+from albumfix.stages.chunks import analysis_groups
+from albumfix.stages.context import Progress, RunContext
+from albumfix.stages.models import Models
+from albumfix.stages.outcomes import Outcomes, PhotoReport, RunReport, photo_error, run_error
+from albumfix.stages.restore import ExemplarRef, FaceTask, PhotoTask
+
+if TYPE_CHECKING:
+    from albumfix.plan import Plan
 
 log = logging.getLogger("albumfix")
 
-INDEX_DIR = ".albumfix"
-ANALYSIS_FIELDS = ("faces", "landmarks", "models_dir", "upsample", "cnn_fallback", "max_megapixels")
-ANALYSIS_VERSION = 5  # bump when what analysis computes changes (2: edge detail, equalised HOG retry;
-# 3: denoised HOG retry, a second search in damaged photos; 4: resolution ladders of sharp faces;
-# 5: CNN on a non-local-means copy, CNN in the search of a damaged photo with room for a face)
 RESTORE_FIELDS = ("model", "weights", "strength", "precision", "guard")
-# Analysis embeds the faces of up to this many photos (decoded pixels: bytes) in one batch: dlib's
-# torch network runs about 4x faster per face at batch 24 than at 1 on a CPU.
-EMBED_BATCH_PHOTOS = 8
-EMBED_BATCH_BYTES = 48_000_000
-
-
-class Progress(Protocol):
-    """What the pipeline tells a progress display; the CLI supplies a rich one on a TTY."""
-
-    def stage(self, name: str, total: int) -> None: ...
-    def advance(self, n: int = 1) -> None: ...
-
-
-class _NoProgress:
-    def stage(self, name: str, total: int) -> None:
-        pass
-
-    def advance(self, n: int = 1) -> None:
-        pass
-
-
-@dataclass
-class _Located:
-    """A photo analysed up to its identity embeddings (`Pipeline._locate`): size (width,
-    height) px; rgb (H, W, 3) uint8; faces located (no embedding yet) and their FaceQuality."""
-
-    digest: str
-    relpath: str
-    size: tuple[int, int]
-    rgb: np.ndarray
-    faces: list
-    qualities: list
-
-
-@dataclass
-class PhotoReport:
-    """One album file's outcome. path relative to the album, output relative to OUT."""
-
-    path: str
-    status: str = "pending"  # restored | unchanged | failed | skipped | pending (not reached)
-    reason: str = ""
-    output: str | None = None
-    faces: list[dict] = field(default_factory=list)
-
-    def to_json(self) -> dict:
-        """The photo's object in `--json`'s `photos` and on a `--jsonl` line."""
-        return dict(vars(self))
-
-
-@dataclass
-class RunReport:
-    """The JSON summary (`--json`) with stable keys; later stages only add keys."""
-
-    album: Path
-    output: Path
-    photos: list[PhotoReport]
-    people: list[dict]
-    seconds: float
-    dry_run: bool = False
-    interrupted: str | None = None  # "SIGINT" | "SIGTERM" when a signal stopped the run early
-    error: str | None = None  # the fatal error that stopped the run
-
-    @property
-    def exit_code(self) -> int:
-        """4 after a fatal error, 128 + signal when stopped by one, 1 when a photo failed, else 0."""
-        if self.error is not None:
-            return EXIT_FATAL
-        if self.interrupted is not None:
-            return exit_code_for_signal(signal.Signals[self.interrupted])
-        return EXIT_SOME_FAILED if any(p.status == "failed" for p in self.photos) else EXIT_OK
-
-    def to_json(self, photos: bool = True) -> dict:
-        """The `--json` document; without `photos` it is `--jsonl`'s last line."""
-        count = lambda status: sum(p.status == status for p in self.photos)  # noqa: E731
-        data = {
-            "version": __version__,
-            "album": str(self.album),
-            "output": str(self.output),
-            "dry_run": self.dry_run,
-            "interrupted": self.interrupted,
-            "error": self.error,
-            "summary": {
-                "photos": len(self.photos),
-                "restored": count("restored"),
-                "unchanged": count("unchanged"),
-                "failed": count("failed"),
-                "skipped": count("skipped"),
-                "pending": count("pending"),
-                "faces": sum(len(p.faces) for p in self.photos),
-                "people": len(self.people),
-                "seconds": round(self.seconds, 3),
-            },
-            "photos": [p.to_json() for p in self.photos],
-            "people": self.people,
-        }
-        if not photos:
-            del data["photos"]
-        return data
-
-
-def resolve_paths(album: Path, settings: Settings) -> tuple[Path, Path]:
-    """(album, out) as absolute paths; refuses a missing album and an OUT inside the album."""
-    album = Path(album).expanduser()
-    if not album.exists():
-        raise AlbumError(f"album not found: {album}")
-    if not album.is_dir():
-        raise AlbumError(f"album is not a folder: {album}")
-    if not os.access(album, os.R_OK | os.X_OK):
-        raise AlbumError(f"album is not readable: {album}")
-    album = album.resolve()
-    out = settings.output or album.parent / f"{album.name}-restored"
-    out = Path(out).expanduser().resolve()
-    if out == album or out.is_relative_to(album):
-        raise UsageError(f"output folder {out} is inside the album; albumfix never writes there")
-    return album, out
-
-
-def index_path(out: Path) -> Path:
-    return out / INDEX_DIR / "index.sqlite"
 
 
 class Pipeline:
@@ -179,35 +56,52 @@ class Pipeline:
     def __init__(self, album: Path, settings: Settings, progress: Progress | None = None,
                  files_from: list[str] | None = None, stop: StopRequest | None = None,
                  on_photo: Callable[[PhotoReport], None] | None = None):
+        self.ctx = RunContext.create(album, settings, progress, stop)
         self.settings = settings
-        self.album, self.out = resolve_paths(album, settings)
-        self.progress = progress or _NoProgress()
         self.files_from = files_from
-        self.stop = stop or StopRequest()
-        self.on_photo = on_photo
+        self.outcomes = Outcomes(on_photo)
+        self.models = Models(settings)
+        self.backend = self._backend()
         imageio.set_max_megapixels(settings.max_megapixels)
-        self._analyzer = None
-        self._engine = None
-        self._published: set[str] = set()
-        self._planned: tuple["Plan", dict[str, AlbumFile]] | None = None  # for the review (`_write_pages`)
+        self._planned: tuple[Plan, dict[str, AlbumFile]] | None = None  # for the review (`_write_pages`)
+
+    def _backend(self):
+        """The backend the settings ask for (albumfix.distributed); ray is imported only when chosen."""
+        if self.settings.backend == "ray":
+            from albumfix.distributed.ray_cluster import RayBackend
+
+            return RayBackend(self.ctx)
+        from albumfix.distributed.local import LocalBackend
+
+        return LocalBackend(self.ctx, self.models)
+
+    @property
+    def album(self) -> Path:
+        return self.ctx.album
+
+    @property
+    def out(self) -> Path:
+        return self.ctx.out
 
     # --- orchestration -----------------------------------------------------------------------
     def run(self, restore: bool = True) -> RunReport:
         started = time.perf_counter()
-        with self._lock(), self._index() as ix:
+        with self.ctx.lock(), self.ctx.open_index() as ix:
             files, others, rejected = self._select()
             reports = {f.relpath: PhotoReport(path=f.relpath) for f in files}
             strays = [PhotoReport(path=entry) for entry in rejected]
             for stray in strays:
-                self._fail(stray, f"--files-from: {rejected[stray.path]}")
+                self.outcomes.fail(stray, f"--files-from: {rejected[stray.path]}")
             people, error = [], None
             try:
                 people = self._stages(ix, files, others, reports, restore)
             except Exception as exc:
-                error = self._fatal_reason(exc)
+                error = run_error(exc, self.ctx.index_path)
+            finally:
+                self.backend.close()
             report = RunReport(self.album, self.out, [*reports.values(), *strays], people,
                                time.perf_counter() - started, self.settings.dry_run,
-                               self.stop.signal_name, error)
+                               self.ctx.stop.signal_name, error)
             self._close(report, restore)
         return report
 
@@ -218,7 +112,7 @@ class Pipeline:
         Returns the people report."""
         hashes = self._hash_files(ix, files, reports)
         self._analyse(ix, files, hashes, reports)
-        if self.stop.requested:
+        if self.ctx.stop.requested:
             return []
         hashes = {relpath: h for relpath, h in hashes.items() if reports[relpath].status != "failed"}
         photo_files: dict[str, AlbumFile] = {}  # content hash -> a file with it (the first by name)
@@ -245,12 +139,12 @@ class Pipeline:
         for photo in report.photos:
             if photo.status == "pending":
                 photo.reason = f"not done: {why}; the next run does it"
-            self._publish(photo)
+            self.outcomes.publish(photo)
         if restore and not self.settings.dry_run and report.error is None:
             try:
                 self._write_pages(report)
             except Exception as exc:
-                report.error = self._fatal_reason(exc)
+                report.error = run_error(exc, self.ctx.index_path)
 
     def _write_pages(self, report: RunReport) -> None:
         """OUT/report.html, then the review (albumfix.review) with the thumbnails it shows, when
@@ -269,44 +163,6 @@ class Pipeline:
                                                   for fid in sorted(faces_shown(data)) if fid in rows])
         photo_of = {fid: photo_files[row.content_hash].relpath for fid, row in rows.items()}
         write_review(build_review(data, photo_of, thumbs), self.out)
-
-    def _fatal_reason(self, exc: Exception) -> str:
-        """The message of the FatalError that `exc` stands for (errors.as_fatal), logged;
-        re-raises `exc` when it stands for none (a bug, or a usage error)."""
-        fatal = as_fatal(exc, index_path(self.out))
-        if not isinstance(fatal, FatalError):
-            raise exc
-        log.error("%s", fatal)
-        return str(fatal)
-
-    def _lock(self):
-        """OUT's lock for a run that writes (a dry run writes nothing and reads a snapshot)."""
-        if self.settings.dry_run:
-            return nullcontext()
-        return output_lock(self.out, self.settings.wait, self.stop.raise_if_requested)
-
-    def _index(self) -> AlbumIndex:
-        """The album index; a throw-away copy of it for --dry-run, so nothing is written."""
-        path = index_path(self.out)
-        if not self.settings.dry_run:
-            if self.out.exists():
-                remove_stale_temps(self.out)
-            return AlbumIndex(path)
-        scratch = Path(tempfile.mkdtemp(prefix="albumfix-dry-run-"))
-        if path.exists():
-            import sqlite3
-
-            with sqlite3.connect(path) as src, sqlite3.connect(scratch / "index.sqlite") as dst:
-                src.backup(dst)
-        ix = AlbumIndex(scratch / "index.sqlite")
-        original_close = ix.close
-
-        def close_and_clean() -> None:
-            original_close()
-            shutil.rmtree(scratch, ignore_errors=True)
-
-        ix.close = close_and_clean
-        return ix
 
     # --- scan --------------------------------------------------------------------------------
     def _select(self) -> tuple[list[AlbumFile], list[AlbumFile], dict[str, str]]:
@@ -335,199 +191,136 @@ class Pipeline:
                     reports: dict[str, PhotoReport]) -> dict[str, str]:
         """relpath -> content hash; unreadable files are reported failed."""
         hashes: dict[str, str] = {}
-        self.progress.stage("hash", len(files))
+        progress = self.ctx.progress
+        progress.stage("hash", len(files))
         for f in files:
-            if self.stop.requested:
+            if self.ctx.stop.requested:
                 break
             digest = ix.cached_hash(f.relpath, f.size, f.mtime_ns)
             if digest is None:
                 try:
                     digest = content_hash(f.path)
                 except OSError as exc:
-                    self._fail(reports[f.relpath], f"cannot read file: {exc.strerror or exc}")
-                    self.progress.advance()
+                    self.outcomes.fail(reports[f.relpath], f"cannot read file: {exc.strerror or exc}")
+                    progress.advance()
                     continue
                 ix.remember_hash(f.relpath, f.size, f.mtime_ns, digest)
             hashes[f.relpath] = digest
-            self.progress.advance()
+            progress.advance()
         return hashes
 
     # --- analyse -----------------------------------------------------------------------------
     @cached_property
     def _analysis_key(self) -> str:
-        """Valid while the analysis settings, ANALYSIS_VERSION and the identity network for
-        degraded faces (its bytes) are unchanged."""
-        from albumfix.faces.backends import identity_weights_path
-
-        identity = identity_weights_path()
-        tag = hashlib.blake2b(identity.read_bytes(), digest_size=6).hexdigest() if identity else "dlib"
-        return f"{self.settings.key(*ANALYSIS_FIELDS)}-v{ANALYSIS_VERSION}-id{tag}"
-
-    def analyzer(self):
-        """The face analyzer, created on first use (re-runs with nothing new never load it)."""
-        if self._analyzer is None:
-            from albumfix.faces.analyzer import BackendUnavailable
-            from albumfix.faces.backends import create_analyzer
-
-            s = self.settings
-            try:
-                self._analyzer = create_analyzer(
-                    faces=s.faces, landmarks=s.landmarks,
-                    models_dir=str(s.models_dir) if s.models_dir else None,
-                    upsample=s.upsample, cnn_fallback=s.cnn_fallback, device=s.device,
-                )
-            except (BackendUnavailable, ValueError) as exc:  # ValueError: a device unknown or unusable here
-                raise FatalError(str(exc)) from exc
-        return self._analyzer
+        return analysis_key(self.settings)
 
     def _analyse(self, ix: AlbumIndex, files: list[AlbumFile], hashes: dict[str, str],
                  reports: dict[str, PhotoReport]) -> None:
+        """Analyse each content the index has no analysis of under the current key (the first
+        file with it, by name) through the backend, storing each group's results in one
+        transaction as they come back; files whose content failed are reported failed."""
         key = self._analysis_key
-        first_path = {}
+        first_path: dict[str, AlbumFile] = {}
         for f in files:
             if f.relpath in hashes:
                 first_path.setdefault(hashes[f.relpath], f)
-        todo = [h for h in first_path if ix.analysis_done(h, key) is None]
+        todo = [PhotoToAnalyse(h, f.relpath, f.path) for h, f in first_path.items() if ix.analysis_done(h, key) is None]
         errors: dict[str, str] = {}  # digest -> reason, not stored: a later albumfix may succeed
-        self.progress.stage("analyse", len(todo))
-        pending: list[_Located] = []
-        for digest in todo:
-            if self.stop.requested:
-                break
-            try:
-                located = self._locate(ix, digest, first_path[digest], key)
-            except Exception as exc:
-                errors[digest] = self._photo_error(exc, "analysis failed")
-                located = None
-            if located is None:
-                self.progress.advance()
-                continue
-            pending.append(located)
-            if len(pending) >= EMBED_BATCH_PHOTOS or sum(p.rgb.size for p in pending) >= EMBED_BATCH_BYTES:
-                self._embed_and_store(ix, pending, key, errors)
-                pending = []
-        self._embed_and_store(ix, pending, key, errors)
+        self.ctx.progress.stage("analyse", len(todo))
+        for group in self.backend.analyse(analysis_groups(todo)):
+            with ix.transaction():  # one commit per group
+                for result in group:
+                    if result.status == "error":
+                        errors[result.digest] = result.reason
+                    else:
+                        ix.store_analysis(result.digest, key, result.size, result.status, result.reason, result.rows)
+            self.ctx.progress.advance(len(group))
         for relpath, digest in hashes.items():
             status, reason = ("failed", errors[digest]) if digest in errors else ix.analysis_done(digest, key) or ("", "")
             if status == "failed":
-                self._fail(reports[relpath], reason)
-
-    def _locate(self, ix: AlbumIndex, digest: str, f: AlbumFile, key: str) -> "_Located | None":
-        """Decode one photo, find its faces and their landmarks and judge them; None when it
-        does not decode (stored as failed)."""
-        from albumfix.faces.quality import assess_face, lacks_detail
-
-        try:
-            photo = imageio.decode(f.path)
-        except imageio.ImageDecodeError as exc:
-            ix.store_analysis(digest, key, None, "failed", str(exc), [])
-            return None
-        rgb = photo.rgb8()
-        faces = self.analyzer().locate(rgb)
-        qualities = [assess_face(rgb, face) for face in faces]
-        if any(lacks_detail(q.detail) for q in qualities):  # a damaged photo: look again for hidden faces
-            more = self.analyzer().search_more(rgb, faces)
-            faces, qualities = faces + more, qualities + [assess_face(rgb, face) for face in more]
-        return _Located(digest, f.relpath, (photo.width, photo.height), rgb, faces, qualities)
-
-    def _embed_and_store(self, ix: AlbumIndex, pending: list["_Located"], key: str, errors: dict[str, str]) -> None:
-        """Embed the faces of located photos in one batch, then store each photo's analysis;
-        when the batch fails, each photo alone, so one bad photo fails only itself."""
-        from albumfix.faces.quality import lacks_detail
-
-        degraded = [[lacks_detail(q.detail) for q in p.qualities] for p in pending]
-        try:
-            described = self.analyzer().describe([(p.rgb, p.faces) for p in pending], degraded) if pending else []
-        except Exception:
-            described = None
-        for k, p in enumerate(pending):
-            try:
-                faces = (described[k] if described is not None
-                         else self.analyzer().describe([(p.rgb, p.faces)], [degraded[k]])[0])
-                rows = [FaceRow(
-                    face_id=f"{p.digest[:16]}-{idx}", content_hash=p.digest, idx=idx,
-                    box=tuple(float(v) for v in face.box), score=float(face.score),
-                    landmarks=np.asarray(face.landmarks, np.float32),
-                    embedding=None if face.embedding is None else np.asarray(face.embedding, np.float32),
-                    embedder=face.embedder, quality=_jsonable(quality.__dict__), ladder=face.ladder,
-                ) for idx, (face, quality) in enumerate(zip(faces, p.qualities))]
-                log.debug("%s: %d faces", p.relpath, len(rows))
-                ix.store_analysis(p.digest, key, p.size, "ok", "", rows)
-            except Exception as exc:
-                errors[p.digest] = self._photo_error(exc, "analysis failed")
-            self.progress.advance()
+                self.outcomes.fail(reports[relpath], reason)
 
     # --- group + choose ------------------------------------------------------------------------
-    def _plan(self, ix: AlbumIndex, faces: list[FaceRow]) -> "Plan":
+    def _plan(self, ix: AlbumIndex, faces: list[FaceRow]) -> Plan:
         from albumfix.plan import build_plan
 
-        return build_plan(ix, faces, self.settings, self.progress)
+        return build_plan(ix, faces, self.settings, self.ctx.progress)
 
     # --- restore + compose ---------------------------------------------------------------------
-    def engine(self):
-        """The restoration engine, created on first use, after setting torch's CPU thread count
-        explicitly (it changes pixels: restore/engine.py)."""
-        if self._engine is None:
-            import torch
-
-            from albumfix.restore.engine import RestoreEngine
-
-            s = self.settings
-            try:
-                torch.set_num_threads(cpu_threads(s.threads))
-                self._engine = RestoreEngine(model=self.model_name, weights=s.weights, device=s.device,
-                                             batch_size=s.batch_size, precision=s.precision)
-            except Exception as exc:  # any failure to load the model or device is fatal
-                raise FatalError(f"restoration model unusable: {exc}") from exc
-        return self._engine
-
     def _restore(self, ix: AlbumIndex, files: list[AlbumFile], hashes: dict[str, str],
-                 photo_files: dict[str, AlbumFile], plan: "Plan", reports: dict[str, PhotoReport]) -> None:
-        """Write each photo's output, in album order, until a stop is requested; photos with
-        faces to restore go through the Composer (the photos in hand are finished on a stop)."""
-        from albumfix.compose import Composer
-
-        owned = ix.outputs_by_target()
-        composer = Composer(self, ix, plan, photo_files)
-        self.progress.stage("restore", len(files))
-        for f in files:
-            if self.stop.requested:
-                break
-            if f.relpath in hashes:
-                self._restore_one(ix, f, hashes[f.relpath], plan, reports[f.relpath],
-                                  f.relpath in owned, composer)
+                 photo_files: dict[str, AlbumFile], plan: Plan, reports: dict[str, PhotoReport]) -> None:
+        """Write each photo's output, in album order, until a stop is requested: photos with
+        faces to restore go to the backend as PhotoTasks (the photos in hand are finished on a
+        stop), the others are settled here; each result is recorded as it comes back."""
+        self.ctx.progress.stage("restore", len(files))
+        waiting: dict[str, tuple[OutputRow, PhotoReport]] = {}
+        tasks = self._restore_tasks(ix, files, hashes, photo_files, plan, reports, waiting)
+        for result in self.backend.restore(tasks):
+            row, report = waiting.pop(result.relpath)
+            if result.status == "failed":
+                self.outcomes.fail(report, result.reason)
             else:
-                self.progress.advance()
-        composer.flush()
+                plan.attach_restored(report, result.restored)
+                self.outcomes.finish(ix, row, report, "restored", result.restored)
+            self.ctx.progress.advance()
 
-    def _restore_one(self, ix: AlbumIndex, f: AlbumFile, digest: str, plan: "Plan",
-                     report: PhotoReport, owned: bool, composer) -> None:
-        """One photo: reuse its finished output, leave a foreign file alone, copy it or queue its
-        faces for restoration."""
-        target = self.out / f.relpath
-        to_restore = plan.faces_to_restore(digest)
-        out_key = self._output_key(digest, plan, to_restore)
-        report.output = f.relpath
-        previous = ix.output(f.relpath)
-        if (previous and previous.state == "done" and previous.output_key == out_key
-                and previous.output_relpath == f.relpath and target.exists()):
-            report.status = previous.status
-            report.reason = previous.detail.get("reason", "")
-            plan.attach_restored(report, previous.detail.get("restored", {}))
-        elif refusal := self._overwrite_refusal(f, target, owned):
-            report.status, report.reason, report.output = "skipped", refusal, None
-        elif self.settings.dry_run:
-            report.status = "restored" if to_restore else "unchanged"
-            report.reason = "dry run: nothing written"
-        elif to_restore:
-            row = OutputRow(f.relpath, f.relpath, out_key, "pending", "", {})
-            ix.mark_output(row)
-            composer.submit(f, target, row, report, to_restore)
-            return
-        else:
-            self._copy(ix, f, target, OutputRow(f.relpath, f.relpath, out_key, "pending", "", {}), report)
-        self._publish(report)
-        self.progress.advance()
+    def _restore_tasks(self, ix: AlbumIndex, files: list[AlbumFile], hashes: dict[str, str],
+                       photo_files: dict[str, AlbumFile], plan: Plan, reports: dict[str, PhotoReport],
+                       waiting: dict[str, tuple[OutputRow, PhotoReport]]) -> Iterator[PhotoTask]:
+        """The PhotoTask of each photo with faces to restore, in album order, its output row
+        marked pending and its (row, report) put in `waiting`; every other photo is settled on
+        the way (its finished output reused, a foreign file left alone, a dry run, a copy)."""
+        owned = ix.outputs_by_target()
+        for f in files:
+            if self.ctx.stop.requested:
+                return
+            if f.relpath not in hashes:
+                self.ctx.progress.advance()
+                continue
+            digest, report = hashes[f.relpath], reports[f.relpath]
+            target = self.out / f.relpath
+            to_restore = plan.faces_to_restore(digest)
+            out_key = self._output_key(digest, plan, to_restore)
+            report.output = f.relpath
+            previous = ix.output(f.relpath)
+            if (previous and previous.state == "done" and previous.output_key == out_key
+                    and previous.output_relpath == f.relpath and target.exists()):
+                report.status = previous.status
+                report.reason = previous.detail.get("reason", "")
+                plan.attach_restored(report, previous.detail.get("restored", {}))
+            elif refusal := self._overwrite_refusal(f, target, f.relpath in owned):
+                report.status, report.reason, report.output = "skipped", refusal, None
+            elif self.settings.dry_run:
+                report.status = "restored" if to_restore else "unchanged"
+                report.reason = "dry run: nothing written"
+            elif to_restore:
+                row = OutputRow(f.relpath, f.relpath, out_key, "pending", "", {})
+                ix.mark_output(row)
+                waiting[f.relpath] = (row, report)
+                yield self._photo_task(f, target, plan, photo_files, to_restore)
+                continue
+            else:
+                self._copy(ix, f, target, OutputRow(f.relpath, f.relpath, out_key, "pending", "", {}), report)
+            self.outcomes.publish(report)
+            self.ctx.progress.advance()
+
+    @staticmethod
+    def _photo_task(f: AlbumFile, target: Path, plan: Plan, photo_files: dict[str, AlbumFile],
+                    to_restore: list[str]) -> PhotoTask:
+        """What the restore stage needs of one photo, as plain data: each face to restore with
+        its exemplars (their photos' files, landmarks and embeddings)."""
+        def exemplar(choice) -> ExemplarRef:
+            row = plan.faces[choice.face_id].row
+            return ExemplarRef(choice.face_id, photo_files[row.content_hash].path, row.landmarks, row.embedding,
+                               choice.identity_distance)
+
+        faces = []
+        for fid in to_restore:
+            face = plan.faces[fid]
+            row = face.row
+            faces.append(FaceTask(fid, row.landmarks, tuple(row.box), row.embedding, row.embedder,
+                                  row.quality.get("detail", 0.0), tuple(exemplar(c) for c in face.exemplars)))
+        return PhotoTask(f.relpath, f.path, target, tuple(faces))
 
     def _copy(self, ix: AlbumIndex, f: AlbumFile, target: Path, row: OutputRow, report: PhotoReport) -> None:
         """A photo with nothing to restore: its bytes, unchanged."""
@@ -536,36 +329,11 @@ class Pipeline:
         try:
             atomic_copy(f.path, target)
         except Exception as exc:
-            self._fail(report, self._photo_error(exc, "could not copy"))
+            self.outcomes.fail(report, photo_error(exc, "could not copy", self.ctx.index_path))
         else:
-            self._finish(ix, row, report, "unchanged", {})
+            self.outcomes.finish(ix, row, report, "unchanged", {})
 
-    def _finish(self, ix: AlbumIndex, row: OutputRow, report: PhotoReport, status: str,
-                restored: dict) -> None:
-        report.status = status
-        row.state, row.status = "done", status
-        row.detail = {"reason": report.reason, "restored": restored}
-        ix.mark_output(row)
-        self._publish(report)
-
-    @cached_property
-    def model_name(self) -> str:
-        """The configuration restore runs: the one a given albumfix weights file was saved from
-        (so `--weights FILE` alone is enough), else `--model`."""
-        from albumfix.restore.weights import weights_config
-
-        return (weights_config(self.settings.weights) if self.settings.weights else None) or self.settings.model
-
-    @cached_property
-    def weights_digest(self) -> str:
-        """SHA-256 of the weights file restore uses (given, imported or shipped; "none" when
-        there is none), read once per run: new weights mean new outputs, even at the same path."""
-        from albumfix.restore.weights import file_sha256, find_weights
-
-        path = self.settings.weights or find_weights(self.model_name)
-        return file_sha256(path) if path and Path(path).is_file() else "none"
-
-    def _output_key(self, digest: str, plan: "Plan", to_restore: list[str]) -> str:
+    def _output_key(self, digest: str, plan: Plan, to_restore: list[str]) -> str:
         """Hash of everything the output depends on: the photo, the restore settings and
         weights, and for each restored face the exemplars used (a new exemplar means a new
         output)."""
@@ -573,7 +341,7 @@ class Pipeline:
             "photo": digest,
             "faces": [[fid, plan.exemplars_of(fid)] for fid in to_restore],
             "settings": self.settings.key(*RESTORE_FIELDS) if to_restore else "copy",
-            "weights": self.weights_digest if to_restore else "",
+            "weights": self.models.weights_digest if to_restore else "",
             "version": __version__ if to_restore else "",
         }
         return hashlib.blake2b(json.dumps(parts, sort_keys=True).encode(), digest_size=12).hexdigest()
@@ -589,45 +357,3 @@ class Pipeline:
         if policy == "if-newer" and f.mtime_ns > target.stat().st_mtime_ns:
             return None
         return f"output exists and was not written by albumfix (--overwrite {policy})"
-
-    def _fail(self, report: PhotoReport, reason: str) -> None:
-        report.status, report.reason = "failed", reason
-        log.warning("%s: %s", report.path, reason)
-        self._publish(report)
-
-    def _photo_error(self, exc: Exception, what: str) -> str:
-        """`what: Type: message`, the one-line reason a photo failed because of `exc`; raises
-        the run-ending error instead when `exc` makes every photo impossible (errors.as_fatal)."""
-        fatal = as_fatal(exc, index_path(self.out))
-        if fatal is exc:
-            raise exc
-        if fatal is not None:
-            raise fatal from exc
-        return f"{what}: {one_line(exc)}"
-
-    def _publish(self, report: PhotoReport) -> None:
-        """Hand a photo's final report to `on_photo`, once."""
-        if self.on_photo is not None and report.path not in self._published:
-            self._published.add(report.path)
-            self.on_photo(report)
-
-
-def cpu_threads(requested: int) -> int:
-    """torch CPU threads: `requested`, or for 0 the CPUs this process may use (the same for
-    every run on one machine, unlike torch's default, which follows OMP_NUM_THREADS)."""
-    if requested:
-        return requested
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        return os.cpu_count() or 1
-
-
-def _jsonable(values: dict) -> dict:
-    """Dataclass fields as JSON-safe builtins (numpy scalars to float)."""
-    out = {}
-    for k, v in values.items():
-        if isinstance(v, (np.floating, np.integer)):
-            v = v.item()
-        out[k] = v
-    return out

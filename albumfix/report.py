@@ -52,7 +52,7 @@ def _review_link(data: dict) -> str:
 
 
 def render_html(report, out: Path) -> str:
-    """The page for a RunReport (see pipeline.RunReport)."""
+    """The page for a RunReport (see albumfix.stages.outcomes.RunReport)."""
     data = report.to_json()
     names = {p["id"]: p["name"] for p in data["people"] if p.get("name")}
     s = data["summary"]

@@ -25,6 +25,7 @@ OVERWRITE_CHOICES = ("never", "always", "if-newer")
 RESTORE_CHOICES = ("auto", "all", "none")
 FACES_CHOICES = ("auto", "dlib", "insightface")
 LANDMARKS_CHOICES = ("auto", "dlib", "fan")
+BACKEND_CHOICES = ("local", "ray")
 
 
 class SettingsError(UsageError):
@@ -79,6 +80,14 @@ class Settings:
                               "OUTPUT/.albumfix/faces/.", scan=False)
     threads: int = option(0, "torch CPU threads; 0: one per CPU albumfix may use (outputs are "
                           "byte-identical for one count, so set it where that matters).", scan=False)
+    backend: str = option("local", "Where the stages run: local (this process) | ray (a Ray cluster; "
+                          "pip install 'albumfix[ray]'; album and OUTPUT on a path every node reads).")
+    ray_address: str | None = option(None, "--backend ray: the cluster to join, auto (the one `ray start` "
+                                     "runs here) or HOST:PORT.", shown="a Ray instance started for this run")
+    workers: int = option(0, "--backend ray: photos analysed and restored at once (Ray workers); 0: as "
+                          "many as the cluster's CPUs allow.")
+    gpus_per_worker: float = option(0.0, "--backend ray: GPUs each restoring worker reserves (e.g. 1, or "
+                                    "0.5 to share one); 0: restore on CPUs.", scan=False)
     wait: float = option(0.0, "When another albumfix run is using OUTPUT, wait up to this long for it "
                          "instead of exiting with code 5.", metavar="SECONDS")
 
@@ -98,6 +107,9 @@ class Settings:
             (self.precision in ("auto", "fp32"), "--precision must be auto or fp32"),
             (self.threads >= 0, "--threads must be >= 0"),
             (self.wait >= 0, "--wait must be >= 0"),
+            (self.backend in BACKEND_CHOICES, f"--backend must be one of {BACKEND_CHOICES}"),
+            (self.workers >= 0, "--workers must be >= 0"),
+            (self.gpus_per_worker >= 0, "--gpus-per-worker must be >= 0"),
         ]
         for ok, message in checks:
             if not ok:

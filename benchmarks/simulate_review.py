@@ -31,7 +31,7 @@ from pathlib import Path
 from albumfix.album.index import AlbumIndex
 from albumfix.degrade import DAMAGE_FAMILIES
 from albumfix.people.edit import confirm_faces
-from albumfix.pipeline import _NoProgress
+from albumfix.stages.context import NoProgress
 from albumfix.plan import Plan, build_plan, guard_kept_original
 from albumfix.settings import Settings
 from albumfix.train.albums import load_manifest, match_faces
@@ -40,7 +40,7 @@ from albumfix.train.albums import load_manifest, match_faces
 def _plan(index: Path) -> Plan:
     """The product's plan (default settings) on the index at `index` (which it updates)."""
     with AlbumIndex(index) as ix:
-        return build_plan(ix, ix.faces(), Settings(), _NoProgress())
+        return build_plan(ix, ix.faces(), Settings(), NoProgress())
 
 
 def _guard_kept(run: dict) -> set[str]:

@@ -497,7 +497,7 @@ def test_the_pipeline_hands_its_device_to_face_analysis(tmp_path, monkeypatch):
     asked = []
     monkeypatch.setattr(albumfix.faces.backends, "create_analyzer", lambda **kwargs: asked.append(kwargs))
     (tmp_path / "album").mkdir()
-    Pipeline(tmp_path / "album", Settings(output=tmp_path / "out", device="cuda:1").validate()).analyzer()
+    Pipeline(tmp_path / "album", Settings(output=tmp_path / "out", device="cuda:1").validate()).models.analyzer()
     assert asked[0]["device"] == "cuda:1"
 
 

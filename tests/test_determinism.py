@@ -8,7 +8,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from albumfix.pipeline import Pipeline, cpu_threads
+from albumfix.pipeline import Pipeline
+from albumfix.stages.models import cpu_threads
 from albumfix.restore import ASFFNet, fold_spectral_norm
 from albumfix.restore.engine import RestoreEngine
 from albumfix.settings import Settings
@@ -59,7 +60,7 @@ def test_the_torch_thread_count_is_set_explicitly(album_copy, random_weights, tm
     before = torch.get_num_threads()
     try:
         torch.set_num_threads(3)  # as OMP_NUM_THREADS=3 would
-        Pipeline(album_copy, Settings(output=tmp_path / "out", weights=random_weights, threads=1)).engine()
+        Pipeline(album_copy, Settings(output=tmp_path / "out", weights=random_weights, threads=1)).models.engine()
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)

@@ -138,7 +138,7 @@ def test_a_photo_whose_analysis_raises_fails_alone(album_copy, tmp_path, stage):
     Image.new("RGB", (6, 6), (120, 90, 60)).save(album / "six.jpg")
     out = tmp_path / "out"  # no index yet: every photo is analysed, in batches with six.jpg
     pipeline = Pipeline(album, Settings(output=out, restore="none"))
-    pipeline._analyzer = RaisingOnTinyImages(pipeline.analyzer(), stage)
+    pipeline.models._analyzer = RaisingOnTinyImages(pipeline.models.analyzer(), stage)
     report = pipeline.run()
     assert report.exit_code == EXIT_SOME_FAILED
     data = report.to_json()

@@ -106,3 +106,19 @@ def test_resolution_ladders_round_trip_and_old_indexes_gain_the_column(tmp_path)
         face.ladder = np.random.default_rng(5).random((3, 128)).astype(np.float32)
         ix.store_analysis("h1", "k", (100, 80), "ok", "", [face])
         assert np.array_equal(ix.faces(["h1"])[0].ladder, face.ladder)
+
+
+def test_analyses_stored_in_one_transaction_commit_or_roll_back_together(tmp_path):
+    """The driver stores a group of analyses in one transaction (nested ones join it)."""
+    path = tmp_path / "index.sqlite"
+    with AlbumIndex(path) as ix:
+        with ix.transaction():
+            ix.store_analysis("h1", "k", (100, 80), "ok", "", [_face("h1-0", "h1")])
+            ix.store_analysis("h2", "k", (100, 80), "ok", "", [_face("h2-0", "h2")])
+            with AlbumIndex(path) as reader:  # another connection sees nothing before the commit
+                assert reader.analysis_done("h1", "k") is None
+        assert ix.analysis_done("h1", "k") == ("ok", "") and ix.analysis_done("h2", "k") == ("ok", "")
+        with pytest.raises(RuntimeError), ix.transaction():
+            ix.store_analysis("h3", "k", (100, 80), "ok", "", [_face("h3-0", "h3")])
+            raise RuntimeError("the group failed")
+        assert ix.analysis_done("h3", "k") is None and [f.face_id for f in ix.faces()] == ["h1-0", "h2-0"]

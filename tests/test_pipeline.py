@@ -12,6 +12,8 @@ from PIL import Image
 
 from albumfix.errors import AlbumError, UsageError
 from albumfix.pipeline import Pipeline
+from albumfix.stages import analyse
+from albumfix.stages.restore import Restorer
 from albumfix.settings import Settings
 from conftest import run_cli, seeded_output
 
@@ -89,7 +91,7 @@ def test_rerun_with_nothing_changed_does_no_model_work(album_copy, restored, ran
     out, first, _ = restored
     again = Pipeline(album_copy, _settings(out, random_weights, restore="all"))
     report = again.run()
-    assert again._analyzer is None and again._engine is None  # no model was even loaded
+    assert again.models._analyzer is None and again.models._engine is None  # no model was even loaded
     strip = lambda d: {k: v for k, v in d.items() if k != "summary"}  # noqa: E731
     assert strip(report.to_json()) == strip(first.to_json())
 
@@ -111,10 +113,10 @@ def test_new_weights_at_the_same_path_redo_restored_photos(album_copy, analysed_
     second = again.run().to_json()
     restored = sorted(p["path"] for p in first["photos"] if p["status"] == "restored")
     assert restored and sorted(p["path"] for p in second["photos"] if p["status"] == "restored") == restored
-    assert again._engine is not None  # the model ran again
+    assert again.models._engine is not None  # the model ran again
     third = Pipeline(album_copy, _settings(out, weights))
     third.run()
-    assert third._engine is None  # the same weights again: nothing to redo
+    assert third.models._engine is None  # the same weights again: nothing to redo
 
 
 def test_changed_photo_is_the_only_one_reprocessed(album_copy, analysed_index, random_weights,
@@ -125,14 +127,11 @@ def test_changed_photo_is_the_only_one_reprocessed(album_copy, analysed_index, r
     Pipeline(album, _settings(out, random_weights)).run()
     Image.open(album / "2009/podium.jpg").rotate(3).save(album / "2009/podium.jpg", quality=90)
     analysed, restored = [], []
-    real_locate = Pipeline._locate
-    monkeypatch.setattr(Pipeline, "_locate",
-                        lambda self, ix, digest, f, key: analysed.append(f.relpath) or real_locate(self, ix, digest, f, key))
-    from albumfix import compose
-
-    real_submit = compose.Composer.submit
-    monkeypatch.setattr(compose.Composer, "submit",
-                        lambda self, f, *a: restored.append(f.relpath) or real_submit(self, f, *a))
+    real_locate = analyse.locate_faces
+    monkeypatch.setattr(analyse, "locate_faces",
+                        lambda analyzer, item: analysed.append(item.relpath) or real_locate(analyzer, item))
+    real_submit = Restorer.submit
+    monkeypatch.setattr(Restorer, "submit", lambda self, task: restored.append(task.relpath) or real_submit(self, task))
     Pipeline(album, _settings(out, random_weights)).run()
     assert analysed == ["2009/podium.jpg"]
     assert set(restored) <= {"2009/podium.jpg", "1998/old print.jpg"}  # its exemplar may change
@@ -193,9 +192,9 @@ def test_other_identity_weights_redo_the_analysis(album_copy, analysed_index, ra
     monkeypatch.setenv("ALBUMFIX_HOME", str(tmp_path / "home"))
     out = seeded_output(analysed_index, tmp_path / "out")
     analysed = []
-    real_locate = Pipeline._locate
-    monkeypatch.setattr(Pipeline, "_locate",
-                        lambda self, ix, digest, f, key: analysed.append(f.relpath) or real_locate(self, ix, digest, f, key))
+    real_locate = analyse.locate_faces
+    monkeypatch.setattr(analyse, "locate_faces",
+                        lambda analyzer, item: analysed.append(item.relpath) or real_locate(analyzer, item))
     Pipeline(album_copy, _settings(out, random_weights)).run()
     assert analysed == []  # the session's scan used the shipped identity weights too
     state = read_robust_weights(identity_weights_path())

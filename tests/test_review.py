@@ -96,7 +96,7 @@ def test_the_plan_ranks_the_people_a_face_left_unguided_may_be(tmp_path):
 
 
 def test_the_guard_keeping_the_original_makes_a_guided_face_unguided(tmp_path):
-    from albumfix.pipeline import PhotoReport
+    from albumfix.stages.outcomes import PhotoReport
 
     plan = _plan(tmp_path, with_ladders=True)
     report = PhotoReport("q.jpg", faces=plan.face_reports("photo-q"))
@@ -250,12 +250,11 @@ def test_a_confirmed_face_is_guided_next_run_which_redoes_only_its_photo(album_c
     assert words[0] == "albumfix"
     confirmed = run_cli(*words[1:])
     assert confirmed.returncode == 0, confirmed.stderr
-    from albumfix import compose
+    from albumfix.stages.restore import Restorer
 
     redone = []
-    real_submit = compose.Composer.submit
-    monkeypatch.setattr(compose.Composer, "submit",
-                        lambda self, f, *a: redone.append(f.relpath) or real_submit(self, f, *a))
+    real_submit = Restorer.submit
+    monkeypatch.setattr(Restorer, "submit", lambda self, task: redone.append(task.relpath) or real_submit(self, task))
     settings = Settings(output=out, weights=random_weights, restore="all").validate()
     after = faces_of(Pipeline(album_copy, settings).run().to_json())
     assert redone == [OLD_PRINT]

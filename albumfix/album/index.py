@@ -9,7 +9,7 @@ It makes every stage resumable and incremental:
   the write finished (`pending` rows mark a write a killed run may have left half done).
 
 Every write is a short transaction; a SIGKILL loses at most the photos in flight (analysis embeds
-the faces of a few photos together: `pipeline.EMBED_BATCH_PHOTOS`). File names
+the faces of a few photos together: `albumfix.stages.analyse.EMBED_BATCH_PHOTOS`). File names
 that are not valid UTF-8 (any byte sequence is a Linux name) are stored as BLOBs of their bytes.
 Schema changes are numbered migrations applied in order (`meta.schema_version`).
 """
@@ -116,7 +116,7 @@ class AlbumIndex:
                 )
 
     def transaction(self):
-        """`with index.transaction():` one atomic unit of writes."""
+        """`with index.transaction():` one atomic unit of writes (nested ones join it)."""
         return _Transaction(self.db)
 
     @property
@@ -249,15 +249,22 @@ class AlbumIndex:
 
 
 class _Transaction:
+    """BEGIN IMMEDIATE ... COMMIT (ROLLBACK on an exception); inside another transaction it
+    joins that one, which commits or rolls back the whole."""
+
     def __init__(self, db: sqlite3.Connection):
         self.db = db
+        self.outermost = False
 
     def __enter__(self):
-        self.db.execute("BEGIN IMMEDIATE")
+        self.outermost = not self.db.in_transaction
+        if self.outermost:
+            self.db.execute("BEGIN IMMEDIATE")
         return self.db
 
     def __exit__(self, exc_type, *_):
-        self.db.execute("ROLLBACK" if exc_type else "COMMIT")
+        if self.outermost:
+            self.db.execute("ROLLBACK" if exc_type else "COMMIT")
 
 
 def _face_row(r: tuple) -> FaceRow:
