@@ -180,27 +180,59 @@ def _degraded(p: FacePlan) -> bool:
     return lacks_detail(p.row.quality.get("detail", 0.0))
 
 
-def _verify(plans: dict[str, FacePlan]) -> None:
+def _verify(plans: dict[str, FacePlan], rules=None) -> None:
     """Attach each degraded face to restore to the person of the album it is verified against
     (the margin rule of albumfix.people.verify, which survives damage), unless the user confirmed
     its person. A face left alone by grouping joins that person; `verified` marks faces whose
     person passed. Faces with detail keep the grouping and the strict exemplar gate: their
-    embeddings are reliable, and a person formed by grouping can hold two look-alikes."""
+    embeddings are reliable, and a person formed by grouping can hold two look-alikes.
+
+    Album context (albumfix.people.context; rules: a ContextRules, None: its CONTEXT): the rule
+    runs in up to `rules.passes` passes over the faces not yet verified, each pass seeing what
+    the ones before settled: with `cannot_link`, the people of the reliable faces of a face's
+    photo are out of its running, and faces of one photo verified as one person in a pass are
+    all refused; with `chain`, faces verified earlier witness for the more damaged ones."""
+    from albumfix.people import context
+
+    rules = rules or context.CONTEXT
+    in_photo: dict[str, list[FacePlan]] = {}
+    for o in plans.values():
+        in_photo.setdefault(o.row.content_hash, []).append(o)
     for space, members in _members_by_space(plans).items():
-        queries = [p for p in members if p.action == "restore" and not p.confirmed and _degraded(p)]
-        sizes: dict[str, int] = {}
-        for p in members:
-            sizes[p.person] = sizes.get(p.person, 0) + 1
-        in_photo: dict[str, list[FacePlan]] = {}
-        for o in plans.values():
-            in_photo.setdefault(o.row.content_hash, []).append(o)
-        for q, v in zip(queries, _verify_each(queries, members, space)):
-            alone = sizes[q.person] == 1
-            photo_people = {o.person for o in in_photo[q.row.content_hash] if o is not q}
-            if v.person is not None and (v.person == q.person or (alone and v.person not in photo_people)):
-                q.person, q.verified = v.person, True
-            else:
-                q.verify_reason = v.reason or f"verified as another person than its group ({v.person})"
+        pending = [p for p in members if p.action == "restore" and not p.confirmed and _degraded(p)]
+        position = {id(m): i for i, m in enumerate(members)}
+        for _ in range(max(1, rules.passes)):
+            if not pending:
+                break
+            sizes: dict[str, int] = {}
+            for p in members:
+                sizes[p.person] = sizes.get(p.person, 0) + 1
+            excluded = context.photo_cannot_link(
+                [q.row.content_hash for q in pending], [m.row.content_hash for m in members],
+                [m.person for m in members], [m.confirmed or m.verified or not _degraded(m) for m in members],
+                [position[id(q)] for q in pending]) if rules.cannot_link else None
+            results = _verify_each(pending, members, space, excluded=excluded,
+                                   chain_ratio=rules.chain_detail_ratio if rules.chain else None)
+            accepted: list[tuple[FacePlan, str]] = []
+            for q, v in zip(pending, results):
+                alone = sizes[q.person] == 1
+                photo_people = {o.person for o in in_photo[q.row.content_hash] if o is not q}
+                if v.person is not None and (v.person == q.person or (alone and v.person not in photo_people)):
+                    accepted.append((q, v.person))
+                else:
+                    q.verify_reason = v.reason or f"verified as another person than its group ({v.person})"
+            if rules.cannot_link:
+                clash = context.same_photo_conflicts([q.row.content_hash for q, _ in accepted],
+                                                     [person for _, person in accepted])
+                for i in clash:
+                    accepted[i][0].verify_reason = (f"another face of this photo verified as the same person "
+                                                    f"({accepted[i][1]})")
+                accepted = [a for i, a in enumerate(accepted) if i not in clash]
+            for q, person in accepted:
+                q.person, q.verified, q.verify_reason = person, True, ""
+            pending = [q for q in pending if not q.verified]
+            if not accepted:
+                break
 
 
 def _members_by_space(plans: dict[str, FacePlan]) -> dict[str, list[FacePlan]]:
@@ -211,9 +243,12 @@ def _members_by_space(plans: dict[str, FacePlan]) -> dict[str, list[FacePlan]]:
             for space in sorted({p.row.embedder for p in with_person})}
 
 
-def _verify_each(queries: list[FacePlan], members: list[FacePlan], space: str) -> list:
+def _verify_each(queries: list[FacePlan], members: list[FacePlan], space: str,
+                 excluded: list[set[str]] | None = None, chain_ratio: float | None = None) -> list:
     """verify_people for each query against the usable faces clearly better than it (a query's
-    own row sits in its own photo, which never counts)."""
+    own row sits in its own photo, which never counts); excluded: the people each query cannot
+    be (None: none); chain_ratio: also against the verified faces with that much more detail
+    (albumfix.people.context.chain_witnesses; None: not)."""
     from albumfix.faces.quality import better_than
     from albumfix.people.verify import verify_people
 
@@ -227,12 +262,18 @@ def _verify_each(queries: list[FacePlan], members: list[FacePlan], space: str) -
     (detail, iod), (q_detail, q_iod) = measures(members), measures(queries)
     usable = np.array([m.exemplar_eligible for m in members])
     allowed = usable[None, :] & better_than(detail[None, :], iod[None, :], q_detail[:, None], q_iod[:, None])
+    if chain_ratio is not None:
+        from albumfix.people.context import chain_witnesses
+
+        verified = np.array([m.verified for m in members])
+        allowed |= usable[None, :] & chain_witnesses(detail, iod, verified, q_detail, q_iod, chain_ratio)
     views = [identity_views(m.row) for m in members]
     width = max(len(v) for v in views)  # pad with the embedding again: a repeated view changes no minimum
     padded = np.stack([np.concatenate([v, np.repeat(v[:1], width - len(v), axis=0)]) for v in views])
     return verify_people(np.stack([q.row.embedding for q in queries]), [q.row.content_hash for q in queries],
                          padded, [m.row.content_hash for m in members],
-                         [m.person for m in members], space=space, allowed=allowed, ranked=CANDIDATES)
+                         [m.person for m in members], space=space, allowed=allowed, ranked=CANDIDATES,
+                         excluded=excluded)
 
 
 def identity_views(row: FaceRow) -> np.ndarray:

@@ -46,23 +46,36 @@ class _Quiet:
         pass
 
 
-def score_plan(work: Path, gate: float, margin: float, ratio: float = 1.0, lone_ratio: float | None = None) -> dict:
-    """The plan's figures on the benchmark album `work` with the rule at (gate, margin, ratio,
-    lone_ratio; None: the shipped lone ratio)."""
+def album_truth(work: Path) -> tuple[dict[str, str], set[str]]:
+    """The benchmark album `work`'s scanned faces matched to the truth: (face id -> true
+    person, the face ids of damaged photos)."""
     photos = load_manifest(work)
     scan = json.loads((work / "scan.json").read_text())
     matched = match_faces(photos, scan)
     person = {(p.path, k): f.person for p in photos for k, f in enumerate(p.faces)}
     truth = {face["id"]: person[key] for key, face in matched.items()}
     damaged = {face["id"] for (path, _), face in matched.items() if any(p.path == path and p.family for p in photos)}
+    return truth, damaged
+
+
+def real_plan(work: Path):
+    """albumfix.plan.build_plan on a copy of the album's scanned index, with the rules as they
+    stand (the index itself is untouched)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        shutil.copyfile(work / "out-scan" / ".albumfix" / "index.sqlite", Path(tmp) / "index.sqlite")
+        with AlbumIndex(Path(tmp) / "index.sqlite") as ix:
+            return build_plan(ix, ix.faces(), Settings(), _Quiet())
+
+
+def score_plan(work: Path, gate: float, margin: float, ratio: float = 1.0, lone_ratio: float | None = None) -> dict:
+    """The plan's figures on the benchmark album `work` with the rule at (gate, margin, ratio,
+    lone_ratio; None: the shipped lone ratio)."""
+    truth, damaged = album_truth(work)
     saved = verify.CALIBRATIONS["dlib"]
     verify.CALIBRATIONS["dlib"] = replace(saved, gate=gate, margin=margin, ratio=ratio,
                                           lone_ratio=saved.lone_ratio if lone_ratio is None else lone_ratio)
     try:
-        with tempfile.TemporaryDirectory() as tmp:
-            shutil.copyfile(work / "out-scan" / ".albumfix" / "index.sqlite", Path(tmp) / "index.sqlite")
-            with AlbumIndex(Path(tmp) / "index.sqlite") as ix:
-                plan = build_plan(ix, ix.faces(), Settings(), _Quiet())
+        plan = real_plan(work)
     finally:
         verify.CALIBRATIONS["dlib"] = saved
     guided = [f for f in plan.faces.values() if f.row.face_id in damaged and f.exemplars]

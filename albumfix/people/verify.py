@@ -10,7 +10,9 @@ P, with at least `min_faces` faces in other photos (compared or not), is accepte
 
     d(P) <= gate   and   d(second person) - d(P) >= margin   and   d(second person) >= ratio * d(P)
 
-(`lone_ratio` for `ratio` when d(P) rests on one face; no second person: both hold). Returns one
+(`lone_ratio` for `ratio` when d(P) rests on one face; no second person: both hold). People a
+query cannot be (`excluded`: a cannot-link from its own photo, albumfix.people.context) neither
+win nor compete. Returns one
 `Verification` per query, with the nearest people as `candidates` whatever the decision (what a
 user is shown to confirm a face left unguided: `albumfix review`). Precision first: a wrong
 person's exemplar is worse than none.
@@ -19,7 +21,7 @@ Thresholds: `CALIBRATIONS`, by `benchmarks/calibrate_verify.py`; history in docs
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Collection, Sequence
 
 import numpy as np
 
@@ -83,6 +85,7 @@ def verify_people(
     space: str = "dlib",
     allowed: np.ndarray | None = None,
     ranked: int = 3,
+    excluded: Sequence[Collection[str]] | None = None,
 ) -> list[Verification]:
     """Verify each query face against the people of the album.
 
@@ -92,7 +95,9 @@ def verify_people(
     their photo and person ids;
     allowed: (Q, N) bool, the faces each query may be compared with (the caller passes the faces
     clearly better than the query: two damaged faces are no evidence of one person); None: all;
-    ranked: candidates kept per query. A query that is itself among `faces` sits in its own
+    ranked: candidates kept per query; excluded: (Q,) the people each query cannot be (another
+    face of its photo is that person: albumfix.people.context.photo_cannot_link), set to an
+    infinite distance; None: none. A query that is itself among `faces` sits in its own
     photo, which never counts. Returns one Verification per query.
     """
     cal = CALIBRATIONS.get(space, CALIBRATIONS["dlib"])
@@ -125,6 +130,10 @@ def verify_people(
         compared[:, j] = finite.sum(axis=1)
         per_person[:, j] = np.where(compared[:, j] > 0, np.where(finite, d, 0.0).sum(axis=1)
                                     / np.maximum(compared[:, j], 1), np.inf)
+    if excluded is not None:
+        column = {person: j for j, person in enumerate(people)}
+        for i, names in enumerate(excluded):
+            per_person[i, [column[n] for n in names if n in column]] = np.inf
     out = []
     for row, times, used, faces_near in zip(per_person, seen, compared, nearest_face):
         order = np.argsort(row, kind="stable")
