@@ -33,14 +33,14 @@ from pathlib import Path
 from albumfix.errors import AlbumfixError, FatalError, UsageError, one_line
 from albumfix.settings import Settings
 from albumfix.stages.analyse import PhotoAnalysis, PhotoToAnalyse, analyse_group
-from albumfix.stages.chunks import blocks
+from albumfix.stages.chunks import restore_blocks
 from albumfix.stages.context import RunContext
 from albumfix.stages.models import Models
 from albumfix.stages.restore import PhotoResult, PhotoTask, Restorer
 
 log = logging.getLogger("albumfix")
 
-PHOTOS_PER_BLOCK = 4  # photos a restoring actor takes at once
+BATCHES_PER_BLOCK = 4  # model batches of faces a restoring actor takes at once (it pads the last)
 RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
 
 _process_models: dict[str, Models] = {}  # in a Ray worker process: settings' repr -> its Models
@@ -137,14 +137,19 @@ class RayBackend:
         return ray
 
     def _connect(self, ray) -> None:
-        """Join --ray-address (or start a Ray instance for this run) with RAY_ENV's defaults
-        (nothing sent anywhere, no token file); the run's SIGINT/SIGTERM handlers stay."""
+        """Join --ray-address (else RAY_ADDRESS, else start a Ray instance for this run) with
+        RAY_ENV's defaults (nothing sent anywhere, no token file); the run's SIGINT/SIGTERM
+        handlers stay."""
         for name, value in RAY_ENV.items():
             os.environ.setdefault(name, value)
         logging.getLogger("ray").setLevel(logging.WARNING)
         handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+        address, cpus = self.settings.ray_address or os.environ.get("RAY_ADDRESS"), None
+        if not address:  # a Ray instance of our own (even where another runs), with one CPU more than a
+            # worker takes at least, so no worker holds every CPU (an actor pool that does can hang: Ray issue 44687)
+            address, cpus = "local", max(os.cpu_count() or 1, self.settings.threads + 1)
         try:
-            ray.init(address=self.settings.ray_address, include_dashboard=False, log_to_driver=False,
+            ray.init(address=address, num_cpus=cpus, include_dashboard=False, log_to_driver=False,
                      logging_level=logging.WARNING, configure_logging=False)
         except (ConnectionError, ValueError, RuntimeError) as exc:
             raise UsageError(f"cannot join the Ray cluster {self.settings.ray_address or '(new)'}: {exc}") from exc
@@ -197,7 +202,8 @@ class RayBackend:
     def restore(self, tasks: Iterable[PhotoTask]) -> Iterator[PhotoResult]:
         """Each photo's PhotoResult, in the tasks' order."""
         job = (self.settings, str(self.ctx.out), str(self.ctx.index_path))
-        rows = [{"job": pickle.dumps((*job, b))} for b in blocks(tasks, PHOTOS_PER_BLOCK)]
+        rows = [{"job": pickle.dumps((*job, b))}
+                for b in restore_blocks(tasks, BATCHES_PER_BLOCK * self.settings.batch_size)]
         if not rows:
             return
         ray = self._ray()
