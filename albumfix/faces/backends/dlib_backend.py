@@ -3,9 +3,12 @@ embedding. Model files come from the ``face_recognition_models`` package (found 
 its ``__init__``, which needs the removed ``pkg_resources``).
 
 Detection (`DlibDetector.detect`: an (H, W, 3) uint8 photo -> boxes in photo px): HOG on the photo
-shrunk to a long side of at most ``hog_max_side``, upsampled ``upsample`` times. Only when that
-finds nothing: HOG with one more upsampling on the photo, then its `equalised`, then its
-`denoised` copy; then, with ``cnn_fallback``, the MMOD CNN on a copy of ``cnn_max_pixels``
+shrunk to a long side of at most ``hog_max_side``, upsampled ``upsample`` times. With a
+``small_faces`` detector (MTCNN, `mtcnn_backend`: faces from 20 px, turned to profile, in faded
+prints) and when HOG found nothing or the photo has room for another face (`room_for_face`): that
+detector, its boxes mapped onto dlib's (`mtcnn_backend.dlib_like`), those on a face HOG found
+dropped. Only when all that finds nothing: HOG with one more upsampling on the photo, then its
+`equalised`, then its `denoised` copy; then, with ``cnn_fallback``, the MMOD CNN on a copy of ``cnn_max_pixels``
 (enlarged at most 2x), then on a `nl_means_denoised` copy, keeping boxes of confidence >=
 DENOISED_CNN_MIN_SCORE. `search` looks again in a photo where one of the faces found is damaged:
 HOG on the equalised and denoised copies, then the CNN when `room_for_face`. The CNN never runs on an image
@@ -164,8 +167,8 @@ class DlibModels:
     def resnet(self):
         return self._get(RESNET, _import_dlib().face_recognition_model_v1)
 
-    def detector(self, upsample: int = 1, cnn_fallback: bool = True) -> "DlibDetector":
-        return DlibDetector(self, upsample=upsample, cnn_fallback=cnn_fallback)
+    def detector(self, upsample: int = 1, cnn_fallback: bool = True, small_faces=None) -> "DlibDetector":
+        return DlibDetector(self, upsample=upsample, cnn_fallback=cnn_fallback, small_faces=small_faces)
 
     def landmarker(self) -> "DlibLandmarker":
         return DlibLandmarker(self)
@@ -199,6 +202,7 @@ class DlibDetector:
         cnn_fallback: bool = True,
         hog_max_side: int = 2048,
         cnn_max_pixels: int = 250_000,
+        small_faces=None,
     ) -> None:
         if upsample < 0:
             raise ValueError(f"upsample must be >= 0, got {upsample}")
@@ -207,6 +211,7 @@ class DlibDetector:
         self.cnn_fallback = bool(cnn_fallback)
         self.hog_max_side = int(hog_max_side)
         self.cnn_max_pixels = int(cnn_max_pixels)
+        self.small_faces = small_faces  # a detector for the faces HOG misses (MtcnnDetector) or None
 
     def detect_hog(self, rgb: np.ndarray, upsample: int | None = None) -> list[FaceBox]:
         """rgb: (H, W, 3) uint8 -> HOG boxes in photo px (score: HOG margin, > 0); upsample:
@@ -248,11 +253,14 @@ class DlibDetector:
         ]
 
     def detect(self, rgb: np.ndarray) -> list[FaceBox]:
-        """rgb: (H, W, 3) uint8 -> boxes. When HOG finds nothing: HOG with one more upsampling on
-        the photo, then on its contrast-equalised luminance, then on its denoised copy, then the
-        CNN (when enabled) on the photo, then on its non-local-means denoised copy (boxes of
-        confidence >= DENOISED_CNN_MIN_SCORE only)."""
+        """rgb: (H, W, 3) uint8 -> boxes. With `small_faces`, when HOG finds nothing or there is
+        room for another face: the faces that detector adds (`detect_small`). When still nothing:
+        HOG with one more upsampling on the photo, then on its contrast-equalised luminance, then
+        on its denoised copy, then the CNN (when enabled) on the photo, then on its
+        non-local-means denoised copy (boxes of confidence >= DENOISED_CNN_MIN_SCORE only)."""
         faces = self.detect_hog(rgb)
+        if self.small_faces is not None and (not faces or room_for_face(rgb.shape, faces)):
+            faces = faces + self.detect_small(rgb, faces)
         if not faces:
             for variant in self._retries(rgb):
                 faces = self.detect_hog(variant, upsample=self.upsample + 1)
@@ -262,6 +270,21 @@ class DlibDetector:
             faces = self.detect_cnn(rgb) or [face for face in self.detect_cnn(rgb, nl_means_denoised)
                                              if face.score >= DENOISED_CNN_MIN_SCORE]
         return faces
+
+    def detect_small(self, rgb: np.ndarray, found: list[FaceBox]) -> list[FaceBox]:
+        """The `small_faces` detector's faces that are not among `found` (IoU < SEARCH_MAX_IOU and
+        centre outside every found box), boxes mapped onto dlib's, its key points kept."""
+        from albumfix.faces.backends.mtcnn_backend import dlib_like
+
+        new: list[FaceBox] = []
+        for face in self.small_faces.detect(rgb):
+            box = dlib_like(face.box)
+            cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+            if all(box_iou(box, other.box) < SEARCH_MAX_IOU
+                   and not (other.box[0] <= cx <= other.box[2] and other.box[1] <= cy <= other.box[3])
+                   for other in [*found, *new]):
+                new.append(FaceBox(box=box, score=face.score, keypoints=face.keypoints, detector=face.detector))
+        return new
 
     def _retries(self, rgb: np.ndarray):
         """The photo, its equalised and its denoised copy, lazily, for HOG with one more
