@@ -127,8 +127,9 @@ def _fail(exc: AlbumfixError) -> None:
 def _run(restore: bool, album: Path, options: dict) -> None:
     """Run scan or restore on ALBUM with a command's options (the Settings fields it takes plus
     cli_options.RUN_OPTIONS). SIGINT/SIGTERM stop it after the photo in hand, with the summary
-    printed."""
-    from contextlib import nullcontext
+    printed. stdout carries albumfix's own output only: whatever a library prints there while
+    the run works (Ray prints its workers' errors to stdout) goes to stderr."""
+    from contextlib import nullcontext, redirect_stdout
 
     from albumfix.interrupt import stop_on_signals
     from albumfix.pipeline import Pipeline
@@ -143,9 +144,10 @@ def _run(restore: bool, album: Path, options: dict) -> None:
             raise UsageError("--json and --jsonl cannot be combined")
         settings = load_settings(config, options)
         entries = None if files_from is None else _read_file_list(files_from, null)
-        on_photo = (lambda photo: _echo_line(photo.to_json())) if as_jsonl else None
+        stdout = sys.stdout
+        on_photo = (lambda photo: _echo_line(photo.to_json(), stdout)) if as_jsonl else None
         progress = _RichProgress() if sys.stderr.isatty() and not quiet else nullcontext()
-        with stop_on_signals() as stop, progress as bar:
+        with stop_on_signals() as stop, progress as bar, redirect_stdout(sys.stderr):
             pipeline = Pipeline(album, settings, progress=bar, files_from=entries, stop=stop, on_photo=on_photo)
             report = pipeline.run(restore=restore)
     except AlbumfixError as exc:
@@ -169,10 +171,12 @@ def _json_text(data, indent: int | None = None) -> str:
     return text.encode("utf-8", errors="backslashreplace").decode("utf-8")
 
 
-def _echo_line(data: dict) -> None:
-    """One JSON object on one stdout line, flushed at once (a reader follows a long run)."""
-    typer.echo(_json_text(data))
-    sys.stdout.flush()
+def _echo_line(data: dict, stdout=None) -> None:
+    """One JSON object on one line of `stdout` (None: sys.stdout), flushed at once (a reader
+    follows a long run)."""
+    stdout = stdout or sys.stdout
+    typer.echo(_json_text(data), file=stdout)
+    stdout.flush()
 
 
 def _read_file_list(source: Path, null: bool) -> list[str]:

@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -76,3 +77,20 @@ def test_jsonl_streams_the_photo_objects_of_json(odd_album, analysed_index, tmp_
     assert sorted(map(key, photos)) == ["-dash.jpg", "a b.jpg", "scans/", "ünï ☃.jpg"]
     del whole["photos"], whole["summary"]["seconds"], summary["summary"]["seconds"]
     assert summary == whole
+
+
+def test_what_a_library_prints_during_a_run_goes_to_stderr(tmp_path):
+    """stdout carries albumfix's JSON lines only (Ray, for one, prints its workers' errors on
+    stdout): a print from inside the run lands on stderr."""
+    album = tmp_path / "album"
+    album.mkdir()
+    (album / "blank.png").write_bytes(b"")  # fails to decode: one photo line
+    noisy = ("import sys\nimport albumfix.pipeline as pipeline\nreal = pipeline.Pipeline.run\n"
+             "def run(self, restore=True):\n    print('(raylet) noise from a library')\n    return real(self, restore)\n"
+             "pipeline.Pipeline.run = run\nfrom albumfix.cli import main\nmain()\n")
+    result = subprocess.run([sys.executable, "-c", noisy, "scan", str(album), "-o", str(tmp_path / "out"), "--jsonl"],
+                            cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1, result.stderr  # the blank file failed
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [line.get("path") for line in lines] == ["blank.png", None]
+    assert "noise from a library" in result.stderr
