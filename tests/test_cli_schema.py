@@ -19,7 +19,7 @@ from albumfix.settings import Settings, SettingsError
 from conftest import REPO
 
 RESTORE_ONLY = {"overwrite", "model", "weights", "device", "batch_size", "precision", "strength", "guard",
-                "save_faces", "threads"}
+                "save_faces", "threads", "gpus_per_worker"}
 USER_COMMANDS = ["restore", "scan", "review", "doctor", "people", "models"]
 DEVELOPER_COMMANDS = ["dataset", "pairs", "train", "train-identity", "eval"]
 
@@ -108,7 +108,7 @@ def test_the_readme_table_shows_the_settings_defaults():
 
 def _values(f) -> tuple[list[str], object, str, object]:
     """(flag arguments, the value they give, env var text, the value it gives) of field `f`."""
-    kind = type(f.default) if f.default is not None else Path
+    kind = type(f.default) if f.default is not None else (Path if "Path" in str(f.type) else str)
     flag = flag_name(f.name)
     if kind is bool:
         return [flag], True, "false", False

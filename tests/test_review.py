@@ -214,7 +214,7 @@ def test_people_apply_confirms_every_uncommented_line_or_none(album_copy, review
     shutil.copytree(reviewed[0], out)
     decisions = (out / DECISIONS).read_text(encoding="utf-8")
     offered = parse_decisions(decisions.replace("# confirm ", "confirm "))
-    assert len(offered) == 2  # the two faces of the group print
+    assert len(offered) == 3  # the three faces of the group print
     bad = tmp_path / "bad.txt"
     bad.write_text(f"confirm {offered[0][0]} {offered[0][1]}\nconfirm no-such-face {offered[0][1]}\n")
     refused = run_cli("people", "apply", str(album_copy), str(bad), "-o", str(out))
