@@ -18,7 +18,7 @@ TRAIN_PY  ?= $(if $(wildcard $(PY)),$(PY),python3)
 CACHE  ?= cache/train-s128.npz
 PAIRS  ?= cache/pairs-s128.npz
 
-.PHONY: install demo test test-fast bench bench-albums bench-probe bench-gpu dataset pairs train train-aware gpu-pack train-gpu train-identity eval sample-album readme-status readme-figure clean help
+.PHONY: install demo test test-fast bench bench-backends bench-albums bench-probe bench-gpu dataset pairs train train-aware gpu-pack train-gpu train-identity eval sample-album readme-status readme-figure clean help
 
 help:
 	@echo "make demo     set up (if needed) and restore sample_album/ into $(OUT)/"
@@ -26,6 +26,7 @@ help:
 	@echo "make install  create $(VENV) and install albumfix with its dependencies"
 	@echo "make bench    run the benchmarks (minutes; numbers for notes, not tests)"
 	@echo "make bench-gpu  restoration speed and memory on a CUDA GPU (< 8 min; JSON in runs/bench-gpu/)"
+	@echo "make bench-backends [BENCH_ALBUM=DIR]  local vs Ray (1 and 2 workers) on one album: photos/s, faces/s, start-up, memory"
 	@echo "make dataset  build the training cache from $(DATA) (resumable)"
 	@echo "make pairs    training pairs made the way inference sees them, from $(CACHE) (~50 min on 2 cores, resumable)"
 	@echo "make train    the first recipe of albumfix-s128 from scratch (hours on CPU; see MODEL_CARD.md)"
@@ -67,6 +68,10 @@ bench: $(STAMP)
 
 bench-gpu: $(STAMP)
 	$(PY) benchmarks/bench_gpu.py --out runs/bench-gpu
+
+BENCH_ALBUM ?= sample_album
+bench-backends: $(STAMP)
+	$(PY) benchmarks/bench_backends.py $(BENCH_ALBUM) --json runs/bench-backends.json
 
 dataset: $(STAMP)
 	$(VENV)/bin/albumfix dataset $(DATA)/celeba $(DATA)/lfw --out $(CACHE) --work-dir cache

@@ -120,6 +120,11 @@ class RayBackend:
         self._connected = False  # this run connected (and disconnects at close)
         self._checked = False
 
+    def connect(self) -> None:
+        """Connect and check the nodes now rather than at the first stage (a benchmark times
+        Ray's start-up apart)."""
+        self._ray()
+
     def _ray(self):
         """The ray module, connected (unless this process already is: a host application's or a
         test's own connection is used and left open) and checked once: every node reads the
