@@ -14,11 +14,11 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
+
+from fresh_process import measure
 
 CONFIGS = ("local", "ray1", "ray2")
 
@@ -75,12 +75,8 @@ def run_one(album: Path, config: str, threads: int) -> dict:
         "restored_faces": faces, "restore_s": round(restore_s, 2),
         "faces_per_s": round(faces / restore_s, 3) if restore_s else None,
         "driver_peak_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-        "exit_code": pipeline_exit(report),
+        "error": report["error"], "failed_photos": report["summary"]["failed"],
     }
-
-
-def pipeline_exit(report: dict) -> int:
-    return 0 if report["error"] is None and not report["summary"]["failed"] else 1
 
 
 def main() -> None:
@@ -94,13 +90,8 @@ def main() -> None:
     if args.one:
         print(json.dumps(run_one(args.album.resolve(), args.one, args.threads)))
         return
-    rows = []
-    for config in args.configs.split(","):
-        child = subprocess.run([sys.executable, __file__, str(args.album), "--threads", str(args.threads),
-                                "--one", config], capture_output=True, text=True)
-        if child.returncode != 0:
-            sys.exit(f"{config} failed: {child.stderr[-2000:]}")
-        rows.append(json.loads(child.stdout.strip().splitlines()[-1]))
+    rows = [measure(__file__, [str(args.album), "--threads", str(args.threads)], config)
+            for config in args.configs.split(",")]
     print("| backend | workers x threads | start-up s | analysis photos/s | restoration faces/s | run s | driver peak MiB |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:

@@ -14,21 +14,13 @@ import argparse
 import json
 import math
 import resource
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-
-class _Quiet:
-    def stage(self, name: str, total: int) -> None:
-        pass
-
-    def advance(self, n: int = 1) -> None:
-        pass
+from fresh_process import measure
 
 
 def _quality(sharp: bool) -> dict:
@@ -42,6 +34,7 @@ def run_one(faces: int) -> dict:
     from albumfix.album.index import AlbumIndex, FaceRow
     from albumfix.plan import build_plan
     from albumfix.settings import Settings
+    from albumfix.stages.context import NoProgress
 
     rng = np.random.default_rng(0)
     people = max(1, faces // 10)
@@ -61,7 +54,7 @@ def run_one(faces: int) -> dict:
     with AlbumIndex(path) as ix:
         rows = ix.faces()
         started = time.perf_counter()
-        plan = build_plan(ix, rows, Settings(), _Quiet())
+        plan = build_plan(ix, rows, Settings(), NoProgress())
         seconds = time.perf_counter() - started
     guided = sum(1 for f in plan.faces.values() if f.action == "restore" and f.exemplars)
     damaged = sum(1 for f in plan.faces.values() if f.action == "restore")
@@ -79,12 +72,7 @@ def main() -> None:
     if args.one:
         print(json.dumps(run_one(args.one)))
         return
-    rows = []
-    for n in [int(v) for v in args.faces.split(",")]:
-        child = subprocess.run([sys.executable, __file__, "--one", str(n)], capture_output=True, text=True)
-        if child.returncode != 0:
-            sys.exit(f"{n} faces failed: {child.stderr[-2000:]}")
-        rows.append(json.loads(child.stdout.strip().splitlines()[-1]))
+    rows = [measure(__file__, [], n) for n in args.faces.split(",")]
     print("| faces | store s | plan s | peak MiB | damaged | guided |")
     print("|---|---|---|---|---|---|")
     for r in rows:

@@ -35,15 +35,9 @@ from albumfix.album.index import AlbumIndex
 from albumfix.people import verify
 from albumfix.plan import build_plan
 from albumfix.settings import Settings
+from albumfix.stages.context import NoProgress
 from albumfix.train.albums import _pairwise, load_manifest, match_faces
 
-
-class _Quiet:
-    def stage(self, name: str, total: int) -> None:
-        pass
-
-    def advance(self, n: int = 1) -> None:
-        pass
 
 
 def album_truth(work: Path) -> tuple[dict[str, str], set[str]]:
@@ -64,7 +58,7 @@ def real_plan(work: Path):
     with tempfile.TemporaryDirectory() as tmp:
         shutil.copyfile(work / "out-scan" / ".albumfix" / "index.sqlite", Path(tmp) / "index.sqlite")
         with AlbumIndex(Path(tmp) / "index.sqlite") as ix:
-            return build_plan(ix, ix.faces(), Settings(), _Quiet())
+            return build_plan(ix, ix.faces(), Settings(), NoProgress())
 
 
 def score_plan(work: Path, gate: float, margin: float, ratio: float = 1.0, lone_ratio: float | None = None) -> dict:

@@ -13,7 +13,8 @@ from albumfix.people.context import chain_witnesses, photo_cannot_link, same_pho
 from albumfix.people.verify import verify_people
 from albumfix.plan import build_plan
 from albumfix.settings import Settings
-from test_plan import _Quiet, _quality
+from albumfix.stages.context import NoProgress
+from test_plan import _quality
 from test_verify import _at_distance, _unit
 
 OFF = replace(context.CONTEXT, cannot_link=False, chain=False, passes=1)
@@ -67,7 +68,7 @@ def _build(tmp_path, rows: list[FaceRow], rules, name: str):
         saved = context.CONTEXT
         context.CONTEXT = rules
         try:
-            return build_plan(ix, ix.faces(), Settings(), _Quiet())
+            return build_plan(ix, ix.faces(), Settings(), NoProgress())
         finally:
             context.CONTEXT = saved
 

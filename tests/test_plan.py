@@ -7,15 +7,9 @@ import numpy as np
 from albumfix.album.index import AlbumIndex, FaceRow
 from albumfix.plan import build_plan, identity_views
 from albumfix.settings import Settings
+from albumfix.stages.context import NoProgress
 from test_verify import _at_distance, _unit
 
-
-class _Quiet:
-    def stage(self, name: str, total: int) -> None:
-        pass
-
-    def advance(self, n: int = 1) -> None:
-        pass
 
 
 def _quality(score: float, detail: float) -> dict:
@@ -49,7 +43,7 @@ def _plan(tmp_path, with_ladders: bool):
     with AlbumIndex(tmp_path / f"i{with_ladders}.sqlite") as ix:
         for r in rows:
             ix.store_analysis(r.content_hash, "k", (100, 100), "ok", "", [r])
-        return build_plan(ix, ix.faces(), Settings(), _Quiet())
+        return build_plan(ix, ix.faces(), Settings(), NoProgress())
 
 
 def test_a_degraded_face_is_verified_by_the_sharp_faces_seen_at_its_resolution(tmp_path):
