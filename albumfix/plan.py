@@ -249,7 +249,7 @@ def _verify_each(queries: list[FacePlan], members: list[FacePlan], space: str,
     own row sits in its own photo, which never counts); excluded: the people each query cannot
     be (None: none); chain_ratio: also against the verified faces with that much more detail
     (albumfix.people.context.chain_witnesses; None: not)."""
-    from albumfix.faces.quality import better_than
+    from albumfix.faces.quality import MIN_EXEMPLAR_DETAIL, better_than
     from albumfix.people.verify import verify_people
 
     if not queries:
@@ -261,19 +261,25 @@ def _verify_each(queries: list[FacePlan], members: list[FacePlan], space: str,
 
     (detail, iod), (q_detail, q_iod) = measures(members), measures(queries)
     usable = np.array([m.exemplar_eligible for m in members])
-    allowed = usable[None, :] & better_than(detail[None, :], iod[None, :], q_detail[:, None], q_iod[:, None])
-    if chain_ratio is not None:
-        from albumfix.people.context import chain_witnesses
+    verified = np.array([m.verified for m in members])
 
-        verified = np.array([m.verified for m in members])
-        allowed |= usable[None, :] & chain_witnesses(detail, iod, verified, q_detail, q_iod, chain_ratio)
+    def allowed(q: np.ndarray, f: np.ndarray) -> np.ndarray:
+        """(M,) query and member indices -> (M,) bool: the member may witness for the query."""
+        ok = better_than(detail[f], iod[f], q_detail[q], q_iod[q])
+        if chain_ratio is not None:
+            from albumfix.people.context import chain_witnesses
+
+            ok |= chain_witnesses(detail[f], iod[f], verified[f], q_detail[q], q_iod[q], chain_ratio)
+        return usable[f] & ok
+
+    witnesses = usable & ((detail >= MIN_EXEMPLAR_DETAIL) | (verified if chain_ratio is not None else False))
     views = [identity_views(m.row) for m in members]
     width = max(len(v) for v in views)  # pad with the embedding again: a repeated view changes no minimum
     padded = np.stack([np.concatenate([v, np.repeat(v[:1], width - len(v), axis=0)]) for v in views])
     return verify_people(np.stack([q.row.embedding for q in queries]), [q.row.content_hash for q in queries],
                          padded, [m.row.content_hash for m in members],
                          [m.person for m in members], space=space, allowed=allowed, ranked=CANDIDATES,
-                         excluded=excluded)
+                         excluded=excluded, witnesses=witnesses)
 
 
 def identity_views(row: FaceRow) -> np.ndarray:

@@ -36,7 +36,8 @@ def test_faces_of_one_photo_accepted_as_one_person_are_all_in_conflict():
 def test_a_chain_witness_is_verified_with_enough_more_detail_and_size():
     detail, iod = np.array([0.16, 0.16, 0.14, 0.16]), np.array([40.0, 40.0, 40.0, 20.0])
     verified = np.array([True, False, True, True])
-    m = chain_witnesses(detail, iod, verified, np.array([0.1, 0.0]), np.array([40.0, 40.0]), ratio=1.5)
+    m = chain_witnesses(detail[None], iod[None], verified[None], np.array([[0.1], [0.0]]), np.array([[40.0], [40.0]]),
+                        ratio=1.5)
     assert m.tolist() == [[True, False, False, False], [True, False, True, False]]
 
 

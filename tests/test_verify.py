@@ -75,7 +75,7 @@ def test_faces_of_the_query_photo_never_count():
     (v,) = verify_people(query[None], ["q"], faces, ["q"] * 6, people)
     assert v.person is None and "outside this photo" in v.reason
     allowed = np.array([[True, True, True, False, False, False]])  # only A may be compared with
-    (v,) = verify_people(query[None], ["q"], faces, photos, people, allowed=allowed)
+    (v,) = verify_people(query[None], ["q"], faces, photos, people, allowed=lambda q, f: allowed[q, f])
     assert v.person is None
 
 
@@ -109,7 +109,7 @@ def test_a_person_counts_as_seen_by_all_its_faces_in_other_photos():
     def album(d_b: float):
         faces = np.stack([_at_distance(query, d, rng) for d in (d_a, 0.01, d_b, d_b)])
         return verify_people(query[None], ["q"], faces, ["p1", "p2", "p3", "p4"], ["A", "A", "B", "B"],
-                             allowed=allowed)[0]
+                             allowed=lambda q, f: allowed[q, f])[0]
 
     assert cal.lone_ratio > cal.ratio
     v = album(d_a * cal.lone_ratio + 0.002)

@@ -7,8 +7,9 @@ it is therefore exact and costs O(D) per pair of groups, so no N x N matrix is e
 
 Algorithm (deterministic: faces are processed in ``face_id`` order whatever the input order):
 
-1. Every face is a node; candidate links are its ``k`` nearest neighbours (scikit-learn, sparse)
-   closer than the group threshold. Two groups can only have an average distance under the
+1. Every face is a node; candidate links are its ``k`` nearest neighbours (sparse; exact, or an
+   inverted-file index on archives: albumfix.people.neighbours) closer than the group
+   threshold. Two groups can only have an average distance under the
    threshold if at least one of their pairs does, so these links hold every candidate merge
    (up to the cap of k links per face, which bounds memory at O(N k)).
 2. Groups merge closest-first (average linkage) while their distance is within the threshold.
@@ -211,21 +212,19 @@ def _knn_links(emb: np.ndarray, k: int, threshold: float) -> tuple[np.ndarray, n
     """Candidate links: each face's k nearest faces within ``threshold`` cosine distance.
 
     emb: (N, D) unit rows. Returns (rows, cols) int64 arrays of links (face, neighbour),
-    neighbour != face. Memory O(N k): scikit-learn's brute search works in chunks.
+    neighbour != face. Memory O(N k); exact search up to albumfix.people.neighbours.EXACT_LIMIT
+    faces, an inverted-file index beyond (near-linear time).
     """
-    from sklearn.neighbors import NearestNeighbors
+    from albumfix.people.neighbours import nearest
 
     n = emb.shape[0]
     if n < 2:
         return np.empty(0, np.int64), np.empty(0, np.int64)
     # float32 search (half the memory); merges recompute exact float64 distances, so the small
     # slack only admits a few extra candidates
-    x = emb.astype(np.float32)
-    nn = NearestNeighbors(n_neighbors=min(k + 1, n), algorithm="brute", metric="euclidean")
-    dist, idx = nn.fit(x).kneighbors(x)
-    cosine = 0.5 * dist.astype(np.float64) ** 2  # |a - b|^2 = 2 - 2 a.b for unit vectors
+    cosine, idx = nearest(emb, emb, min(k + 1, n))
     src = np.broadcast_to(np.arange(n)[:, None], idx.shape)
-    keep = (cosine <= threshold + 1e-5) & (idx != src)
+    keep = (cosine <= threshold + 1e-5) & (idx != src) & (idx >= 0)
     return src[keep].astype(np.int64), idx[keep].astype(np.int64)
 
 

@@ -74,13 +74,11 @@ def same_photo_conflicts(photos: Sequence[str], people: Sequence[str]) -> set[in
 
 def chain_witnesses(detail: np.ndarray, interocular: np.ndarray, verified: np.ndarray,
                     query_detail: np.ndarray, query_interocular: np.ndarray, ratio: float) -> np.ndarray:
-    """(Q, N) bool: which faces may witness for which query as links of a chain. detail,
-    interocular (px), verified: (N,) of the faces (verified: a degraded face verified in an
-    earlier pass); query_detail, query_interocular: (Q,). A witness is verified, has at least
+    """Which faces may witness for which queries as links of a chain, on arrays that broadcast
+    (pairs (M,) and (M,), or faces (1, N) against queries (Q, 1)) -> bool array. detail,
+    interocular (px), verified: of the faces (verified: a degraded face verified in an earlier
+    pass); query_detail, query_interocular: of the queries. A witness is verified, has at least
     `ratio` times the query's detail (strictly more when the query has none) and 3/4 of its
     size."""
-    detail, interocular = np.asarray(detail, np.float64)[None, :], np.asarray(interocular, np.float64)[None, :]
-    q_detail = np.asarray(query_detail, np.float64)[:, None]
-    q_iod = np.asarray(query_interocular, np.float64)[:, None]
-    more = (detail >= ratio * q_detail) & (detail > q_detail)
-    return np.asarray(verified, bool)[None, :] & more & (interocular >= 0.75 * q_iod)
+    more = (detail >= ratio * query_detail) & (detail > query_detail)
+    return np.asarray(verified, bool) & more & (interocular >= 0.75 * query_interocular)

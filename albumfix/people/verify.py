@@ -21,7 +21,7 @@ Thresholds: `CALIBRATIONS`, by `benchmarks/calibrate_verify.py`; history in docs
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Collection, Sequence
+from typing import Callable, Collection, Sequence
 
 import numpy as np
 
@@ -76,6 +76,13 @@ class Verification:
     candidates: tuple[Candidate, ...] = ()
 
 
+CANDIDATE_VIEWS = 64  # a query's nearest witness views searched first (albumfix.people.neighbours)
+CANDIDATE_PEOPLE = 8  # of them, the people nearest first it is compared with, face by face
+MAX_CANDIDATE_VIEWS = 32_768  # searched again, 8x the views and 4x the people, until settled, up to this
+RELEVANT_GATES = 3.0  # a person farther than this many gates is neither accepted nor worth offering
+PAIR_CHUNK = 65_536  # (query, face) pairs whose distances are computed at once
+
+
 def verify_people(
     queries: np.ndarray,
     query_photos: Sequence[str],
@@ -83,9 +90,10 @@ def verify_people(
     face_photos: Sequence[str],
     face_people: Sequence[str],
     space: str = "dlib",
-    allowed: np.ndarray | None = None,
+    allowed: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
     ranked: int = 3,
     excluded: Sequence[Collection[str]] | None = None,
+    witnesses: np.ndarray | None = None,
 ) -> list[Verification]:
     """Verify each query face against the people of the album.
 
@@ -93,12 +101,24 @@ def verify_people(
     of the faces with a person, or (N, V, D) views of each (its embedding and its resolution
     ladder: a face's distance is that of its nearest view); face_photos, face_people: (N,)
     their photo and person ids;
-    allowed: (Q, N) bool, the faces each query may be compared with (the caller passes the faces
-    clearly better than the query: two damaged faces are no evidence of one person); None: all;
+    allowed: which faces each query may be compared with, as a function of index pairs (query
+    indices (M,), face indices (M,)) -> (M,) bool (the caller passes the faces clearly better
+    than the query: two damaged faces are no evidence of one person); None: all;
     ranked: candidates kept per query; excluded: (Q,) the people each query cannot be (another
     face of its photo is that person: albumfix.people.context.photo_cannot_link), set to an
-    infinite distance; None: none. A query that is itself among `faces` sits in its own
-    photo, which never counts. Returns one Verification per query.
+    infinite distance; None: none; witnesses: (N,) bool, the faces `allowed` admits for some
+    query (None: all). A query that is itself among `faces` sits in its own photo, which never
+    counts. Returns one Verification per query.
+
+    Cost: a query is compared, face by face, with every face of the CANDIDATE_PEOPLE people
+    whose views come first among its CANDIDATE_VIEWS nearest witness views; every other person is
+    at least as far as the first view not taken (the bound). A query is settled when its
+    runner-up and ranked people lie within the bound, or the bound lies beyond RELEVANT_GATES
+    gates (nobody farther is accepted or worth offering: the decision and the people offered
+    within that distance are exact); the others are searched again, wider, up to
+    MAX_CANDIDATE_VIEWS (every view of a smaller album: exact); beyond it the bound caps the
+    runner-up from below (precision first). Time and memory grow with Q times the faces of
+    those people, not Q x N.
     """
     cal = CALIBRATIONS.get(space, CALIBRATIONS["dlib"])
     people = sorted(set(face_people))
@@ -106,52 +126,158 @@ def verify_people(
         return []
     if not people:
         return [Verification(None, float("inf"), float("inf"), "no person in the album")] * len(queries)
-    member = np.array(people)[:, None] == np.array(face_people)[None, :]  # (P, N)
-    same_photo = np.array(query_photos)[:, None] == np.array(face_photos)[None, :]  # (Q, N)
     views = np.asarray(faces, np.float64)
     views = views[:, None, :] if views.ndim == 2 else views  # (N, V, D)
     q = np.asarray(queries, np.float64)
-    dist = 1.0 - q @ views[:, 0].T  # (Q, N); the nearest view, one view at a time (memory Q x N)
-    for v in range(1, views.shape[1]):
-        np.minimum(dist, 1.0 - q @ views[:, v].T, out=dist)
+    column = {person: j for j, person in enumerate(people)}
+    person_of = np.array([column[p] for p in face_people], np.int64)  # (N,)
+    searched = np.arange(len(views)) if witnesses is None else np.flatnonzero(witnesses)
+    banned = None if excluded is None else np.array(
+        [i * len(people) + column[n] for i, names in enumerate(excluded) for n in names if n in column], np.int64)
+    out: list[Verification] = [None] * len(q)  # type: ignore[list-item]
+    todo, k, taken = np.arange(len(q)), CANDIDATE_VIEWS, CANDIDATE_PEOPLE
+    while len(todo):
+        groups = _candidate_groups(q[todo], views[searched], person_of[searched], len(people), k, taken)
+        groups.query = todo[groups.query]
+        pairs = _pairs(groups, person_of)
+        stats = _person_distances(q, views, pairs, query_photos, face_photos, allowed, cal.nearest)
+        if banned is not None:
+            stats.distance[np.isin(groups.query * len(people) + groups.person, banned)] = np.inf
+        found, settled = _decide(groups, stats, people, todo, cal, ranked)
+        for i, v in zip(todo, found):
+            out[i] = v
+        if k >= min(MAX_CANDIDATE_VIEWS, len(searched) * views.shape[1]) and taken >= len(people):
+            break
+        todo, k, taken = todo[~settled], min(k * 8, MAX_CANDIDATE_VIEWS), taken * 4
+    return out
+
+
+@dataclass
+class _Groups:
+    """(G,) arrays, one row per (query, candidate person), sorted by query; bound:
+    (Q',) per query searched (in order), the distance every person without a candidate view is
+    at least at (inf: all compared)."""
+
+    query: np.ndarray
+    person: np.ndarray
+    bound: np.ndarray
+
+
+@dataclass
+class _Pairs:
+    """(M,) arrays, one row per (query, face of a candidate person), grouped by `group` (an
+    index into _Groups) in face order."""
+
+    group: np.ndarray
+    query: np.ndarray
+    face: np.ndarray
+
+
+@dataclass
+class _GroupStats:
+    """(G,) per (query, candidate person): distance d (inf: none compared), seen (the person's
+    faces in other photos), used (faces averaged into d), nearest (index of its face nearest)."""
+
+    distance: np.ndarray
+    seen: np.ndarray
+    used: np.ndarray
+    nearest: np.ndarray
+
+
+def _candidate_groups(q: np.ndarray, views: np.ndarray, person_of: np.ndarray, people: int, k: int,
+                      taken: int) -> _Groups:
+    """The first `taken` people among each query's k nearest views (albumfix.people.neighbours),
+    nearest view first. q: (Q', D) the queries searched (groups' `query` indexes them); views:
+    (N', V, D) of the faces searched, person_of: (N',) their people's columns."""
+    from albumfix.people.neighbours import nearest
+
+    n, v, dim = views.shape
+    k = min(k, n * v)
+    distance, index = nearest(views.reshape(n * v, dim), q, k)
+    key = np.where(index >= 0, person_of[np.maximum(index, 0) // v], people)  # (Q', k) in distance order
+    by_key = np.argsort(key, axis=1, kind="stable")
+    sorted_key = np.take_along_axis(key, by_key, axis=1)
+    new_key = np.ones(key.shape, bool)
+    new_key[:, 1:] = sorted_key[:, 1:] != sorted_key[:, :-1]
+    first = np.zeros(key.shape, bool)  # a person's nearest view among the k
+    np.put_along_axis(first, by_key, new_key, axis=1)
+    first &= key < people
+    rank = np.cumsum(first, axis=1)  # people seen up to each view
+    beyond = first & (rank == taken + 1)
+    bound = np.where(beyond.any(axis=1), distance[np.arange(len(q)), beyond.argmax(axis=1)],
+                     distance[:, -1] if n * v > k else np.inf)
+    rows, cols = np.nonzero(first & (rank <= taken))
+    return _Groups(rows, key[rows, cols], bound)
+
+
+def _pairs(groups: _Groups, person_of: np.ndarray) -> _Pairs:
+    """Expand each (query, person) group to the person's faces."""
+    order = np.argsort(person_of, kind="stable")  # faces by person, in face order within each
+    size = np.bincount(person_of)
+    start = np.cumsum(size) - size
+    count = size[groups.person]
+    group = np.repeat(np.arange(len(groups.person)), count)
+    within = np.arange(len(group)) - np.repeat(np.cumsum(count) - count, count)
+    face = order[np.repeat(start[groups.person], count) + within]
+    return _Pairs(group, groups.query[group], face)
+
+
+def _person_distances(q: np.ndarray, views: np.ndarray, pairs: _Pairs, query_photos: Sequence[str],
+                      face_photos: Sequence[str], allowed, nearest: int) -> _GroupStats:
+    """The rule's per-person distance for every (query, candidate person) group."""
+    photo_id = {photo: i for i, photo in enumerate(sorted(set(query_photos) | set(face_photos)))}
+    q_photo = np.array([photo_id[p] for p in query_photos], np.int64)
+    f_photo = np.array([photo_id[p] for p in face_photos], np.int64)
+    same_photo = q_photo[pairs.query] == f_photo[pairs.face]
+    dist = np.empty(len(pairs.face))
+    for lo in range(0, len(dist), PAIR_CHUNK):
+        part = slice(lo, lo + PAIR_CHUNK)
+        dist[part] = (1.0 - np.einsum("mvd,md->mv", views[pairs.face[part]], q[pairs.query[part]])).min(axis=1)
     dist[same_photo] = np.inf
     if allowed is not None:
-        dist[~np.asarray(allowed, bool)] = np.inf
-    per_person = np.full((len(queries), len(people)), np.inf)
-    seen = np.zeros((len(queries), len(people)), np.int64)  # the person's faces in other photos
-    compared = np.zeros((len(queries), len(people)), np.int64)  # of them, faces averaged into per_person
-    nearest_face = np.zeros((len(queries), len(people)), np.int64)  # index of the person's face nearest the query
-    for j in range(len(people)):
-        seen[:, j] = (~same_photo[:, member[j]]).sum(axis=1)
-        own = np.flatnonzero(member[j])
-        nearest_face[:, j] = own[np.argmin(dist[:, own], axis=1)]
-        d = np.sort(dist[:, member[j]], axis=1)[:, :cal.nearest]
-        finite = np.isfinite(d)
-        compared[:, j] = finite.sum(axis=1)
-        per_person[:, j] = np.where(compared[:, j] > 0, np.where(finite, d, 0.0).sum(axis=1)
-                                    / np.maximum(compared[:, j], 1), np.inf)
-    if excluded is not None:
-        column = {person: j for j, person in enumerate(people)}
-        for i, names in enumerate(excluded):
-            per_person[i, [column[n] for n in names if n in column]] = np.inf
-    out = []
-    for row, times, used, faces_near in zip(per_person, seen, compared, nearest_face):
-        order = np.argsort(row, kind="stable")
-        best = float(row[order[0]])
-        second = float(row[order[1]]) if len(order) > 1 else float("inf")
-        ratio = cal.lone_ratio if used[order[0]] == 1 else cal.ratio
-        near = tuple(Candidate(people[j], float(row[j]), int(faces_near[j])) for j in order[:ranked]
-                     if np.isfinite(row[j]))
+        dist[~np.asarray(allowed(pairs.query, pairs.face), bool)] = np.inf
+    groups = int(pairs.group.max(initial=-1)) + 1
+    order = np.lexsort((pairs.face, dist, pairs.group))  # within a group: nearest first, ties in face order
+    group, dist, face = pairs.group[order], dist[order], pairs.face[order]
+    first = np.searchsorted(group, np.arange(groups))
+    rank = np.arange(len(group)) - first[group]
+    top = (rank < nearest) & np.isfinite(dist)
+    used = np.bincount(group[top], minlength=groups)
+    total = np.bincount(group[top], weights=dist[top], minlength=groups)
+    distance = np.where(used > 0, total / np.maximum(used, 1), np.inf)
+    seen = np.bincount(pairs.group[~same_photo], minlength=groups)
+    return _GroupStats(distance, seen, used, face[np.minimum(first, len(face) - 1)])
+
+
+def _decide(groups: _Groups, stats: _GroupStats, people: list[str], queries: np.ndarray, cal: VerifyCalibration,
+            ranked: int) -> tuple[list[Verification], np.ndarray]:
+    """Apply the margin rule to each query's nearest people. queries: (Q',) the queries searched,
+    in the order of groups.bound. Returns their Verifications and (Q',) bool: settled, the
+    outcome would not change were every person compared within RELEVANT_GATES gates (verify_people)."""
+    order = np.lexsort((groups.person, stats.distance, groups.query))  # by query, then nearest, then person
+    starts = np.searchsorted(groups.query[order], queries)
+    ends = np.searchsorted(groups.query[order], queries, side="right")
+    out, settled = [], np.zeros(len(queries), bool)
+    for i, (lo, hi) in enumerate(zip(starts, ends)):
+        mine = order[lo:hi]
+        finite = stats.distance[mine][np.isfinite(stats.distance[mine])]
+        needed = max(2, ranked)
+        bound = float(groups.bound[i])
+        settled[i] = (bound > RELEVANT_GATES * cal.gate
+                      or (len(finite) >= needed and finite[needed - 1] <= bound))
+        best = float(finite[0]) if len(finite) else float("inf")
+        second = min(float(finite[1]) if len(finite) > 1 else float("inf"), bound)
+        near = tuple(Candidate(people[groups.person[g]], float(stats.distance[g]), int(stats.nearest[g]))
+                     for g in mine[:ranked] if np.isfinite(stats.distance[g]))
         if not np.isfinite(best):
             reason = "no clearly better face of anyone outside this photo"
-        elif times[order[0]] < cal.min_faces:
-            reason = f"nearest person seen only {times[order[0]]} time(s) (at least {cal.min_faces})"
+        elif stats.seen[mine[0]] < cal.min_faces:
+            reason = f"nearest person seen only {stats.seen[mine[0]]} time(s) (at least {cal.min_faces})"
         elif best > cal.gate:
             reason = f"nearest person at {best:.3f} > gate {cal.gate:g}"
-        elif second - best < cal.margin or second < ratio * best:
-            reason = (f"two people about as near ({best:.3f}, {second:.3f}; margin {cal.margin:g}, "
-                      f"ratio {ratio:g})")
         else:
-            reason = ""
-        out.append(Verification(None if reason else people[order[0]], best, second, reason, near))
-    return out
+            ratio = cal.lone_ratio if stats.used[mine[0]] == 1 else cal.ratio
+            reason = "" if second - best >= cal.margin and second >= ratio * best else (
+                f"two people about as near ({best:.3f}, {second:.3f}; margin {cal.margin:g}, ratio {ratio:g})")
+        out.append(Verification(None if reason else people[groups.person[mine[0]]], best, second, reason, near))
+    return out, settled
