@@ -26,7 +26,7 @@ help:
 	@echo "make install  create $(VENV) and install albumfix with its dependencies"
 	@echo "make bench    run the benchmarks (minutes; numbers for notes, not tests)"
 	@echo "make bench-gpu  restoration speed and memory on a CUDA GPU (< 8 min; JSON in runs/bench-gpu/)"
-	@echo "make bench-backends [BENCH_ALBUM=DIR]  local vs Ray (1 and 2 workers) on one album: photos/s, faces/s, start-up, memory"
+	@echo "make bench-backends [BENCH_ALBUM=DIR]  local vs Ray (1 and 2 workers) on one album: photos/s, faces/s, start-up, memory, model loads, object store; a killed driver's redone seconds"
 	@echo "make dataset  build the training cache from $(DATA) (resumable)"
 	@echo "make pairs    training pairs made the way inference sees them, from $(CACHE) (~50 min on 2 cores, resumable)"
 	@echo "make train    the first recipe of albumfix-s128 from scratch (hours on CPU; see MODEL_CARD.md)"

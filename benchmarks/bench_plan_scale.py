@@ -77,10 +77,14 @@ def _recall(embeddings: np.ndarray, queries: int = 1000, k: int = 33) -> float |
     reach = verify.RELEVANT_GATES * verify.CALIBRATIONS["dlib"].gate
     picked = embeddings[np.random.default_rng(1).choice(len(embeddings), queries, replace=False)]
     _, found = neighbours.nearest(embeddings, picked, k)
-    distance = 1.0 - picked @ embeddings.T
-    truth = np.argpartition(distance, k, axis=1)[:, :k]
-    near = [set(t[distance[i, t] <= reach]) for i, t in enumerate(truth)]
-    return round(sum(len(n & set(f)) for n, f in zip(near, found)) / max(1, sum(map(len, near))), 4)
+    hits = total = 0
+    for lo in range(0, queries, 100):  # 100 queries x N distances at a time
+        distance = 1.0 - picked[lo:lo + 100] @ embeddings.T
+        truth = np.argpartition(distance, k, axis=1)[:, :k]
+        for row, t, f in zip(distance, truth, found[lo:lo + 100]):
+            near = set(t[row[t] <= reach])
+            hits, total = hits + len(near & set(f)), total + len(near)
+    return round(hits / max(1, total), 4)
 
 
 def main() -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import shutil
 import signal
 import sqlite3
@@ -17,7 +18,10 @@ import time
 import psutil
 import pytest
 
-from albumfix.distributed.ray_cluster import _can_use
+from albumfix.distributed import ray_cluster
+from albumfix.distributed.ray_cluster import RayBackend, _can_use, _models, _run_rows, worker_settings
+from albumfix.settings import Settings
+from albumfix.stages.context import RunContext
 from albumfix.stages.models import cpu_threads
 from conftest import REPO, cli_command, photo_outputs, restore_all_args, run_cli, seeded_output
 
@@ -213,3 +217,33 @@ def test_a_node_that_cannot_read_the_album_is_named(tmp_path):
     assert _can_use(str(tmp_path), str(tmp_path / "out")) == ""
     assert "cannot read the album" in _can_use(str(tmp_path / "not-mounted-here"), str(tmp_path / "out"))
     assert "cannot write" in _can_use(str(tmp_path), str(tmp_path / "missing" / "out"))
+
+
+class _Rows:
+    """A Dataset's stand-in: iter_rows over given rows."""
+
+    def __init__(self, rows: list[dict]):
+        self.rows = rows
+
+    def iter_rows(self):
+        return iter(self.rows)
+
+
+def test_a_worker_reports_its_model_load_once_and_the_driver_counts_it_per_worker(tmp_path, monkeypatch):
+    """The job that loads a worker's models reports the seconds in its row (`load_s`), the next
+    one 0.0; the driver adds them up per stage and worker process, results unchanged."""
+    monkeypatch.setattr(ray_cluster, "_process_models", {})
+    (tmp_path / "album").mkdir()
+    settings = worker_settings(Settings(output=tmp_path / "out").validate())
+
+    def analyse_nothing() -> list:
+        _models(settings).analyzer()
+        return []
+
+    batches = [_run_rows([pickle.dumps(())], analyse_nothing) for _ in range(2)]
+    rows = [{column: values[0] for column, values in batch.items()} for batch in batches]
+    assert rows[0]["load_s"] > 0 and rows[1]["load_s"] == 0.0
+    assert rows[0]["worker"] == rows[1]["worker"]
+    backend = RayBackend(RunContext.create(tmp_path / "album", settings))
+    assert list(backend._results(_Rows(rows), "analyse")) == [[], []]
+    assert backend.model_load_s == {"analyse": {rows[0]["worker"]: rows[0]["load_s"]}, "restore": {}}

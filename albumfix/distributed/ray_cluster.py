@@ -26,6 +26,7 @@ import logging
 import os
 import pickle
 import signal
+import socket
 from collections.abc import Iterable, Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -60,17 +61,27 @@ def _models(settings: Settings) -> Models:
     return _process_models[key]
 
 
+def _load_seconds() -> float:
+    """Seconds this worker process has spent loading models (Models.load_seconds), in all."""
+    return sum(s for models in _process_models.values() for s in models.load_seconds.values())
+
+
 def _run_rows(jobs: list[bytes], work) -> dict:
     """Output columns for a batch of job rows: each pickled job's results, work(*job) pickled,
-    or the run-ending error it raised ("fatal": its message; "" when none)."""
-    out: dict[str, list] = {"results": [], "fatal": []}
+    or the run-ending error it raised ("fatal": its message; "" when none); the worker process
+    ("worker": host:pid) and the seconds the job spent loading models there ("load_s": 0.0
+    when they were loaded before)."""
+    out: dict[str, list] = {"results": [], "fatal": [], "worker": [], "load_s": []}
     for job in jobs:
+        loaded = _load_seconds()
         try:
             results, fatal = pickle.dumps(work(*pickle.loads(job))), ""
         except AlbumfixError as exc:
             results, fatal = pickle.dumps(None), str(exc)
         out["results"].append(results)
         out["fatal"].append(fatal)
+        out["worker"].append(f"{socket.gethostname()}:{os.getpid()}")
+        out["load_s"].append(_load_seconds() - loaded)
     return out
 
 
@@ -100,8 +111,6 @@ class _RestoringActor:
 def _can_use(album: str, out: str) -> str:
     """Ray task run on each node: "" when this node reads the album and writes OUTPUT's parent,
     else why not."""
-    import socket
-
     out_dir = out if os.path.isdir(out) else os.path.dirname(out)
     if not os.access(album, os.R_OK | os.X_OK):
         return f"node {socket.gethostname()} cannot read the album {album}"
@@ -112,11 +121,16 @@ def _can_use(album: str, out: str) -> str:
 
 class RayBackend:
     """Runs the stages on a Ray cluster: the one at `--ray-address`, or a Ray instance started
-    for this run (shut down at `close`)."""
+    for this run (shut down at `close`).
+
+    model_load_s: per stage ("analyse", "restore"), each worker process (host:pid) that loaded
+    models for it -> the seconds it spent loading them (a benchmark's number; a restarted actor
+    is a new process)."""
 
     def __init__(self, ctx: RunContext):
         self.ctx = ctx
         self.settings = worker_settings(ctx.settings)
+        self.model_load_s: dict[str, dict[str, float]] = {"analyse": {}, "restore": {}}
         self._connected = False  # this run connected (and disconnects at close)
         self._checked = False
 
@@ -202,7 +216,7 @@ class RayBackend:
         ds = ray.data.from_items(rows, override_num_blocks=len(rows)).map_batches(
             _analyse_rows, batch_size=1, num_cpus=self.settings.threads,
             compute=ray.data.TaskPoolStrategy(size=self._concurrency(ray)))
-        yield from self._results(ds)
+        yield from self._results(ds, "analyse")
 
     def restore(self, tasks: Iterable[PhotoTask]) -> Iterator[PhotoResult]:
         """Each photo's PhotoResult, in the tasks' order."""
@@ -215,12 +229,13 @@ class RayBackend:
         ds = ray.data.from_items(rows, override_num_blocks=len(rows)).map_batches(
             _RestoringActor, batch_size=1, num_cpus=self.settings.threads, num_gpus=self.settings.gpus_per_worker,
             compute=ray.data.ActorPoolStrategy(size=self._concurrency(ray)))  # actors restart, tasks retry (Ray Data's defaults)
-        for results in self._results(ds):
+        for results in self._results(ds, "restore"):
             yield from results
 
-    def _results(self, ds) -> Iterator[list]:
-        """Each output row's results (a list), in order; a row that carries a run-ending error
-        ends the run; a stop request ends the iteration (Ray cancels the rest)."""
+    def _results(self, ds, stage: str) -> Iterator[list]:
+        """Each output row's results (a list), in order, its model load time counted in
+        model_load_s[stage]; a row that carries a run-ending error ends the run; a stop request
+        ends the iteration (Ray cancels the rest)."""
         rows = iter(ds.iter_rows())
         while True:
             try:
@@ -229,6 +244,9 @@ class RayBackend:
                 return
             except Exception as exc:  # Ray's own failure (a worker that cannot start, a lost node)
                 raise FatalError(f"the Ray run failed: {one_line(exc)}") from exc
+            if row["load_s"]:
+                loads = self.model_load_s[stage]
+                loads[row["worker"]] = loads.get(row["worker"], 0.0) + row["load_s"]
             if row["fatal"]:
                 raise FatalError(row["fatal"])
             yield pickle.loads(row["results"])

@@ -4,6 +4,7 @@ between analysis and restoration; each Ray worker holds its own)."""
 from __future__ import annotations
 
 import os
+import time
 from functools import cached_property
 from pathlib import Path
 
@@ -23,10 +24,14 @@ def cpu_threads(requested: int) -> int:
 
 
 class Models:
-    """The face analyzer and the restoration engine for `settings`, created on first use."""
+    """The face analyzer and the restoration engine for `settings`, created on first use.
+
+    load_seconds: "analyzer" / "engine" -> wall seconds its creation took (its modules' first
+    import included), for those created: a benchmark's model load time; nothing depends on it."""
 
     def __init__(self, settings: Settings):
         self.settings = settings
+        self.load_seconds: dict[str, float] = {}
         self._analyzer = None
         self._engine = None
 
@@ -42,6 +47,7 @@ class Models:
         backend or device is unusable here."""
         self._set_threads()
         if self._analyzer is None:
+            started = time.perf_counter()
             from albumfix.faces.analyzer import BackendUnavailable
             from albumfix.faces.backends import create_analyzer
 
@@ -54,12 +60,14 @@ class Models:
                 )
             except (BackendUnavailable, ValueError) as exc:  # ValueError: a device unknown or unusable here
                 raise FatalError(str(exc)) from exc
+            self.load_seconds["analyzer"] = time.perf_counter() - started
         return self._analyzer
 
     def engine(self):
         """The restoration engine; FatalError when the model or device is unusable."""
         self._set_threads()
         if self._engine is None:
+            started = time.perf_counter()
             from albumfix.restore.engine import RestoreEngine
 
             s = self.settings
@@ -68,6 +76,7 @@ class Models:
                                              batch_size=s.batch_size, precision=s.precision)
             except Exception as exc:  # any failure to load the model or device is fatal
                 raise FatalError(f"restoration model unusable: {exc}") from exc
+            self.load_seconds["engine"] = time.perf_counter() - started
         return self._engine
 
     @cached_property
