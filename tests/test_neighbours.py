@@ -116,3 +116,11 @@ def test_a_capped_candidate_search_refuses_rather_than_accepts_a_wrong_person(mo
     capped = [v.person for v in found]
     assert all(p is None or p == t for p, (t, _, _) in zip(capped, truth))
     assert sum(p is None for p in capped) > sum(t is None for t, _, _ in truth)  # some refused by the bound
+
+
+def test_an_album_without_witnesses_verifies_nobody():
+    rng = np.random.default_rng(4)
+    queries, q_photos, views, photos, people, allowed = _album(rng)
+    found = verify_people(queries[:3], q_photos[:3], views, photos, people, witnesses=np.zeros(len(people), bool))
+    assert [v.person for v in found] == [None] * 3
+    assert all("no clearly better face" in v.reason and not v.candidates for v in found)

@@ -193,6 +193,8 @@ def _candidate_groups(q: np.ndarray, views: np.ndarray, person_of: np.ndarray, p
 
     n, v, dim = views.shape
     k = min(k, n * v)
+    if k == 0:  # no witness in the album
+        return _Groups(np.empty(0, np.int64), np.empty(0, np.int64), np.full(len(q), np.inf))
     distance, index = nearest(views.reshape(n * v, dim), q, k)
     key = np.where(index >= 0, person_of[np.maximum(index, 0) // v], people)  # (Q', k) in distance order
     by_key = np.argsort(key, axis=1, kind="stable")
