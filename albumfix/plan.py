@@ -249,7 +249,7 @@ def _verify_each(queries: list[FacePlan], members: list[FacePlan], space: str,
     own row sits in its own photo, which never counts); excluded: the people each query cannot
     be (None: none); chain_ratio: also against the verified faces with that much more detail
     (albumfix.people.context.chain_witnesses; None: not)."""
-    from albumfix.faces.quality import MIN_EXEMPLAR_DETAIL, better_than
+    from albumfix.faces.quality import better_than
     from albumfix.people.verify import verify_people
 
     if not queries:
@@ -263,22 +263,26 @@ def _verify_each(queries: list[FacePlan], members: list[FacePlan], space: str,
     usable = np.array([m.exemplar_eligible for m in members])
     verified = np.array([m.verified for m in members])
 
-    def allowed(q: np.ndarray, f: np.ndarray) -> np.ndarray:
-        """(M,) query and member indices -> (M,) bool: the member may witness for the query."""
-        ok = better_than(detail[f], iod[f], q_detail[q], q_iod[q])
+    def witness(f, qd, qi) -> np.ndarray:
+        """Members f (indices or a slice) that may witness for queries of detail qd and size qi
+        (arrays that broadcast with them) -> bool."""
+        ok = better_than(detail[f], iod[f], qd, qi)
         if chain_ratio is not None:
             from albumfix.people.context import chain_witnesses
 
-            ok |= chain_witnesses(detail[f], iod[f], verified[f], q_detail[q], q_iod[q], chain_ratio)
+            ok |= chain_witnesses(detail[f], iod[f], verified[f], qd, qi, chain_ratio)
         return usable[f] & ok
 
-    witnesses = usable & ((detail >= MIN_EXEMPLAR_DETAIL) | (verified if chain_ratio is not None else False))
+    # both tests only loosen as the query's detail and size fall: the members that may witness
+    # for any query are those that may for the least demanding one
+    witnesses = witness(slice(None), q_detail.min(), q_iod.min())
     views = [identity_views(m.row) for m in members]
     width = max(len(v) for v in views)  # pad with the embedding again: a repeated view changes no minimum
     padded = np.stack([np.concatenate([v, np.repeat(v[:1], width - len(v), axis=0)]) for v in views])
     return verify_people(np.stack([q.row.embedding for q in queries]), [q.row.content_hash for q in queries],
                          padded, [m.row.content_hash for m in members],
-                         [m.person for m in members], space=space, allowed=allowed, ranked=CANDIDATES,
+                         [m.person for m in members], space=space,
+                         allowed=lambda q, f: witness(f, q_detail[q], q_iod[q]), ranked=CANDIDATES,
                          excluded=excluded, witnesses=witnesses)
 
 

@@ -134,13 +134,17 @@ def verify_people(
     searched = np.arange(len(views)) if witnesses is None else np.flatnonzero(witnesses)
     banned = None if excluded is None else np.array(
         [i * len(people) + column[n] for i, names in enumerate(excluded) for n in names if n in column], np.int64)
+    photo_id = {photo: i for i, photo in enumerate(sorted(set(query_photos) | set(face_photos)))}
+    q_photo = np.array([photo_id[p] for p in query_photos], np.int64)
+    f_photo = np.array([photo_id[p] for p in face_photos], np.int64)
+    by_person = np.argsort(person_of, kind="stable")  # faces by person, in face order within each
     out: list[Verification] = [None] * len(q)  # type: ignore[list-item]
     todo, k, taken = np.arange(len(q)), CANDIDATE_VIEWS, CANDIDATE_PEOPLE
     while len(todo):
         groups = _candidate_groups(q[todo], views[searched], person_of[searched], len(people), k, taken)
         groups.query = todo[groups.query]
-        pairs = _pairs(groups, person_of)
-        stats = _person_distances(q, views, pairs, query_photos, face_photos, allowed, cal.nearest)
+        pairs = _pairs(groups, by_person, np.bincount(person_of))
+        stats = _person_distances(q, views, pairs, q_photo[pairs.query] == f_photo[pairs.face], allowed, cal.nearest)
         if banned is not None:
             stats.distance[np.isin(groups.query * len(people) + groups.person, banned)] = np.inf
         found, settled = _decide(groups, stats, people, todo, cal, ranked)
@@ -212,25 +216,21 @@ def _candidate_groups(q: np.ndarray, views: np.ndarray, person_of: np.ndarray, p
     return _Groups(rows, key[rows, cols], bound)
 
 
-def _pairs(groups: _Groups, person_of: np.ndarray) -> _Pairs:
-    """Expand each (query, person) group to the person's faces."""
-    order = np.argsort(person_of, kind="stable")  # faces by person, in face order within each
-    size = np.bincount(person_of)
+def _pairs(groups: _Groups, by_person: np.ndarray, size: np.ndarray) -> _Pairs:
+    """Expand each (query, person) group to the person's faces. by_person: (N,) face indices
+    sorted by person column, face order within each; size: (P,) faces of each person."""
     start = np.cumsum(size) - size
     count = size[groups.person]
     group = np.repeat(np.arange(len(groups.person)), count)
     within = np.arange(len(group)) - np.repeat(np.cumsum(count) - count, count)
-    face = order[np.repeat(start[groups.person], count) + within]
+    face = by_person[np.repeat(start[groups.person], count) + within]
     return _Pairs(group, groups.query[group], face)
 
 
-def _person_distances(q: np.ndarray, views: np.ndarray, pairs: _Pairs, query_photos: Sequence[str],
-                      face_photos: Sequence[str], allowed, nearest: int) -> _GroupStats:
-    """The rule's per-person distance for every (query, candidate person) group."""
-    photo_id = {photo: i for i, photo in enumerate(sorted(set(query_photos) | set(face_photos)))}
-    q_photo = np.array([photo_id[p] for p in query_photos], np.int64)
-    f_photo = np.array([photo_id[p] for p in face_photos], np.int64)
-    same_photo = q_photo[pairs.query] == f_photo[pairs.face]
+def _person_distances(q: np.ndarray, views: np.ndarray, pairs: _Pairs, same_photo: np.ndarray, allowed,
+                      nearest: int) -> _GroupStats:
+    """The rule's per-person distance for every (query, candidate person) group. same_photo:
+    (M,) bool, the pair's face sits in its query's photo."""
     dist = np.empty(len(pairs.face))
     for lo in range(0, len(dist), PAIR_CHUNK):
         part = slice(lo, lo + PAIR_CHUNK)
