@@ -126,7 +126,15 @@ class Pipeline:
         for relpath, digest in hashes.items():
             reports[relpath].faces = plan.face_reports(digest)
         if restore:
-            self._restore(ix, files, hashes, photo_files, plan, reports)
+            looked = self._restore(ix, files, hashes, photo_files, plan, reports)
+            if looked and not self.ctx.stop.requested:
+                # second looks verified in this run: plan again, redo the photos whose faces changed
+                plan = self._plan(ix, ix.faces(sorted(photo_files)))
+                self._planned = (plan, photo_files)
+                again = [f for f in files if f.relpath in looked]
+                for f in again:
+                    reports[f.relpath].faces = plan.face_reports(hashes[f.relpath])
+                self._restore(ix, again, hashes, photo_files, plan, reports, stage="second look")
         else:
             for relpath in hashes:
                 reports[relpath].status = "unchanged"
@@ -244,16 +252,25 @@ class Pipeline:
     def _plan(self, ix: AlbumIndex, faces: list[FaceRow]) -> Plan:
         from albumfix.plan import build_plan
 
-        return build_plan(ix, faces, self.settings, self.ctx.progress)
+        return build_plan(ix, faces, self.settings, self.ctx.progress, looks=ix.looks(self._look_key))
+
+    @cached_property
+    def _look_key(self) -> str:
+        """Whose second looks the plan uses: the restorer's (model and weights digest)."""
+        return f"{self.models.model_name}:{self.models.weights_digest}"
 
     # --- restore + compose ---------------------------------------------------------------------
     def _restore(self, ix: AlbumIndex, files: list[AlbumFile], hashes: dict[str, str],
-                 photo_files: dict[str, AlbumFile], plan: Plan, reports: dict[str, PhotoReport]) -> None:
+                 photo_files: dict[str, AlbumFile], plan: Plan, reports: dict[str, PhotoReport],
+                 stage: str = "restore") -> set[str]:
         """Write each photo's output, in album order, until a stop is requested: photos with
         faces to restore go to the backend as PhotoTasks (the photos in hand are finished on a
-        stop), the others are settled here; each result is recorded as it comes back."""
-        self.ctx.progress.stage("restore", len(files))
+        stop), the others are settled here; each result is recorded as it comes back, and the
+        second looks it brings are stored. Returns the photos (relpaths) that brought second
+        looks: their reports are published by a later pass (or at the end of the run)."""
+        self.ctx.progress.stage(stage, len(files))
         waiting: dict[str, tuple[OutputRow, PhotoReport]] = {}
+        looked: set[str] = set()
         tasks = self._restore_tasks(ix, files, hashes, photo_files, plan, reports, waiting)
         for result in self.backend.restore(tasks):
             row, report = waiting.pop(result.relpath)
@@ -261,8 +278,12 @@ class Pipeline:
                 self.outcomes.fail(report, result.reason)
             else:
                 plan.attach_restored(report, result.restored)
-                self.outcomes.finish(ix, row, report, "restored", result.restored)
+                if result.looks:
+                    ix.store_looks(self._look_key, result.looks)
+                    looked.add(result.relpath)
+                self.outcomes.finish(ix, row, report, "restored", result.restored, publish=not result.looks)
             self.ctx.progress.advance()
+        return looked
 
     def _restore_tasks(self, ix: AlbumIndex, files: list[AlbumFile], hashes: dict[str, str],
                        photo_files: dict[str, AlbumFile], plan: Plan, reports: dict[str, PhotoReport],
@@ -319,7 +340,8 @@ class Pipeline:
             face = plan.faces[fid]
             row = face.row
             faces.append(FaceTask(fid, row.landmarks, tuple(row.box), row.embedding, row.embedder,
-                                  row.quality.get("detail", 0.0), tuple(exemplar(c) for c in face.exemplars)))
+                                  row.quality.get("detail", 0.0), tuple(exemplar(c) for c in face.exemplars),
+                                  look=face.wants_look))
         return PhotoTask(f.relpath, f.path, target, tuple(faces))
 
     def _copy(self, ix: AlbumIndex, f: AlbumFile, target: Path, row: OutputRow, report: PhotoReport) -> None:

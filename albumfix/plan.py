@@ -55,9 +55,23 @@ class FacePlan:
     confirmed: bool = False
     verified: bool = False  # person passed the album-wide margin rule (albumfix.people.verify)
     verify_reason: str = ""  # why not, for a degraded face that was checked
+    look: np.ndarray | None = None  # (D,) its second look, when one is stored (`_verify`)
+    seen_again: bool = False  # verified by its second look, not by its own embedding
     exemplars: list = field(default_factory=list)  # [ExemplarChoice], best first
     candidates: list[Candidate] = field(default_factory=list)  # nearest people, nearest first (faces to restore)
     unguided: str | None = None  # of UNGUIDED_CAUSES when a face to restore has no exemplar
+
+    @property
+    def query(self) -> np.ndarray:
+        """(D,) the embedding that stands for this face in identity tests: its second look when
+        that verified it, else its own."""
+        return self.look if self.seen_again else self.row.embedding
+
+    @property
+    def wants_look(self) -> bool:
+        """A damaged face left unguided because no person was verified, never looked at again:
+        its restoration without guidance is embedded for a second look (albumfix.pipeline)."""
+        return self.unguided == "not_verified" and self.look is None and _degraded(self)
 
 
 @dataclass
@@ -121,8 +135,11 @@ class Plan:
                 for pid, fids in sorted(people.items())]
 
 
-def build_plan(ix: AlbumIndex, faces: list[FaceRow], settings: Settings, progress) -> Plan:
-    """Decide, group (incrementally, manual corrections first) and choose exemplars."""
+def build_plan(ix: AlbumIndex, faces: list[FaceRow], settings: Settings, progress,
+               looks: dict[str, np.ndarray] | None = None) -> Plan:
+    """Decide, group (incrementally, manual corrections first) and choose exemplars. looks: face
+    id -> (D,) second look (AlbumIndex.looks; None: none): a damaged face its own embedding does
+    not verify is verified again with it."""
     from albumfix.faces.quality import EXEMPLAR_MIN_SIZE, FaceQuality, decide_action
 
     progress.stage("group", len(faces))
@@ -131,7 +148,8 @@ def build_plan(ix: AlbumIndex, faces: list[FaceRow], settings: Settings, progres
         decision = decide_action(FaceQuality(**row.quality), restore_mode=settings.restore,
                                  min_face_size=settings.min_face_size)
         usable = decision.action != "skip" and row.quality["interocular_px"] >= EXEMPLAR_MIN_SIZE
-        plans[row.face_id] = FacePlan(row, decision.action, decision.reason, usable)
+        plans[row.face_id] = FacePlan(row, decision.action, decision.reason, usable,
+                                      look=(looks or {}).get(row.face_id))
     _group(ix, plans)
     _verify(plans)
     ix.replace_automatic_assignments({fid: p.person for fid, p in plans.items()
@@ -191,7 +209,10 @@ def _verify(plans: dict[str, FacePlan], rules=None) -> None:
     runs in up to `rules.passes` passes over the faces not yet verified, each pass seeing what
     the ones before settled: with `cannot_link`, the people of the reliable faces of a face's
     photo are out of its running, and faces of one photo verified as one person in a pass are
-    all refused; with `chain`, faces verified earlier witness for the more damaged ones."""
+    all refused; with `chain`, faces verified earlier witness for the more damaged ones.
+    Then the faces still not verified that have a second look (`FacePlan.look`, the embedding of
+    their restoration without guidance, which the restorer brings nearer their person) go
+    through the same passes queried by it; `seen_again` marks those it verifies."""
     from albumfix.people import context
 
     rules = rules or context.CONTEXT
@@ -200,39 +221,57 @@ def _verify(plans: dict[str, FacePlan], rules=None) -> None:
         in_photo.setdefault(o.row.content_hash, []).append(o)
     for space, members in _members_by_space(plans).items():
         pending = [p for p in members if p.action == "restore" and not p.confirmed and _degraded(p)]
-        position = {id(m): i for i, m in enumerate(members)}
-        for _ in range(max(1, rules.passes)):
-            if not pending:
-                break
-            sizes: dict[str, int] = {}
-            for p in members:
-                sizes[p.person] = sizes.get(p.person, 0) + 1
-            excluded = context.photo_cannot_link(
-                [q.row.content_hash for q in pending], [m.row.content_hash for m in members],
-                [m.person for m in members], [m.confirmed or m.verified or not _degraded(m) for m in members],
-                [position[id(q)] for q in pending]) if rules.cannot_link else None
-            results = _verify_each(pending, members, space, excluded=excluded,
-                                   chain_ratio=rules.chain_detail_ratio if rules.chain else None)
-            accepted: list[tuple[FacePlan, str]] = []
-            for q, v in zip(pending, results):
-                alone = sizes[q.person] == 1
-                photo_people = {o.person for o in in_photo[q.row.content_hash] if o is not q}
-                if v.person is not None and (v.person == q.person or (alone and v.person not in photo_people)):
-                    accepted.append((q, v.person))
-                else:
-                    q.verify_reason = v.reason or f"verified as another person than its group ({v.person})"
-            if rules.cannot_link:
-                clash = context.same_photo_conflicts([q.row.content_hash for q, _ in accepted],
-                                                     [person for _, person in accepted])
-                for i in clash:
-                    accepted[i][0].verify_reason = (f"another face of this photo verified as the same person "
-                                                    f"({accepted[i][1]})")
-                accepted = [a for i, a in enumerate(accepted) if i not in clash]
-            for q, person in accepted:
-                q.person, q.verified, q.verify_reason = person, True, ""
-            pending = [q for q in pending if not q.verified]
-            if not accepted:
-                break
+        pending = _verify_passes(pending, members, space, rules, in_photo, second_look=False)
+        second = _verify_passes([p for p in pending if p.look is not None], members, space, rules, in_photo,
+                                second_look=True)
+        del second  # the faces no look verified keep their reasons
+        for q in pending:
+            q.seen_again = q.verified
+
+
+def _verify_passes(pending: list[FacePlan], members: list[FacePlan], space: str, rules,
+                   in_photo: dict[str, list[FacePlan]], second_look: bool) -> list[FacePlan]:
+    """`_verify`'s passes over the faces `pending` (queried by their second looks when
+    `second_look`, else by their own embeddings); returns those still not verified."""
+    from albumfix.people import context
+
+    position = {id(m): i for i, m in enumerate(members)}
+    for _ in range(max(1, rules.passes)):
+        if not pending:
+            break
+        sizes: dict[str, int] = {}
+        for p in members:
+            sizes[p.person] = sizes.get(p.person, 0) + 1
+        excluded = context.photo_cannot_link(
+            [q.row.content_hash for q in pending], [m.row.content_hash for m in members],
+            [m.person for m in members], [m.confirmed or m.verified or not _degraded(m) for m in members],
+            [position[id(q)] for q in pending]) if rules.cannot_link else None
+        results = _verify_each(pending, members, space, excluded=excluded,
+                               chain_ratio=rules.chain_detail_ratio if rules.chain else None,
+                               second_look=second_look)
+        accepted: list[tuple[FacePlan, str]] = []
+        for q, v in zip(pending, results):
+            alone = sizes[q.person] == 1
+            photo_people = {o.person for o in in_photo[q.row.content_hash] if o is not q}
+            if v.person is not None and (v.person == q.person or (alone and v.person not in photo_people)):
+                accepted.append((q, v.person))
+            else:
+                q.verify_reason = v.reason or f"verified as another person than its group ({v.person})"
+                if second_look:
+                    q.verify_reason += " (also on a second look at its restoration)"
+        if rules.cannot_link:
+            clash = context.same_photo_conflicts([q.row.content_hash for q, _ in accepted],
+                                                 [person for _, person in accepted])
+            for i in clash:
+                accepted[i][0].verify_reason = (f"another face of this photo verified as the same person "
+                                                f"({accepted[i][1]})")
+            accepted = [a for i, a in enumerate(accepted) if i not in clash]
+        for q, person in accepted:
+            q.person, q.verified, q.verify_reason = person, True, ""
+        pending = [q for q in pending if not q.verified]
+        if not accepted:
+            break
+    return pending
 
 
 def _members_by_space(plans: dict[str, FacePlan]) -> dict[str, list[FacePlan]]:
@@ -244,13 +283,17 @@ def _members_by_space(plans: dict[str, FacePlan]) -> dict[str, list[FacePlan]]:
 
 
 def _verify_each(queries: list[FacePlan], members: list[FacePlan], space: str,
-                 excluded: list[set[str]] | None = None, chain_ratio: float | None = None) -> list:
+                 excluded: list[set[str]] | None = None, chain_ratio: float | None = None,
+                 second_look: bool = False) -> list:
     """verify_people for each query against the usable faces clearly better than it (a query's
     own row sits in its own photo, which never counts); excluded: the people each query cannot
     be (None: none); chain_ratio: also against the verified faces with that much more detail
-    (albumfix.people.context.chain_witnesses; None: not)."""
+    (albumfix.people.context.chain_witnesses; None: not); second_look: queried by their second
+    looks (each query has one) within the look gate, else by `FacePlan.query`. Witnesses are
+    chosen by the queries' own detail and size either way: a restoration is no better a witness
+    than its input."""
     from albumfix.faces.quality import better_than
-    from albumfix.people.verify import verify_people
+    from albumfix.people.verify import CALIBRATIONS, verify_people
 
     if not queries:
         return []
@@ -279,11 +322,13 @@ def _verify_each(queries: list[FacePlan], members: list[FacePlan], space: str,
     views = [identity_views(m.row) for m in members]
     width = max(len(v) for v in views)  # pad with the embedding again: a repeated view changes no minimum
     padded = np.stack([np.concatenate([v, np.repeat(v[:1], width - len(v), axis=0)]) for v in views])
-    return verify_people(np.stack([q.row.embedding for q in queries]), [q.row.content_hash for q in queries],
+    vectors = [q.look if second_look else q.query for q in queries]
+    return verify_people(np.stack(vectors), [q.row.content_hash for q in queries],
                          padded, [m.row.content_hash for m in members],
                          [m.person for m in members], space=space,
                          allowed=lambda q, f: witness(f, q_detail[q], q_iod[q]), ranked=CANDIDATES,
-                         excluded=excluded, witnesses=witnesses)
+                         excluded=excluded, witnesses=witnesses,
+                         gate=CALIBRATIONS.get(space, CALIBRATIONS["dlib"]).look_gate if second_look else None)
 
 
 def identity_views(row: FaceRow) -> np.ndarray:
@@ -305,7 +350,7 @@ def _verified_gate(p: FacePlan, candidates: list) -> float:
     if not candidates:
         return float("inf")
     cal = CALIBRATIONS.get(p.row.embedder, CALIBRATIONS["dlib"])
-    return float(np.min(identity_distances(p.row.embedding, [c.embedding for c in candidates]))) + cal.margin
+    return float(np.min(identity_distances(p.query, [c.embedding for c in candidates]))) + cal.margin
 
 
 def _choose(plans: dict[str, FacePlan], k: int) -> None:
@@ -325,10 +370,9 @@ def _choose(plans: dict[str, FacePlan], k: int) -> None:
         if p.person is not None and p.exemplar_eligible:
             by_person.setdefault(p.person, []).append(p)
 
-    def as_exemplar(p: FacePlan, views: bool = False) -> ExemplarFace:
-        """views: compare by `identity_views` (for a verified, hence degraded, face)."""
-        return ExemplarFace(p.row.face_id, p.row.content_hash, identity_views(p.row) if views else p.row.embedding,
-                            np.asarray(p.row.landmarks, np.float32))
+    def as_exemplar(p: FacePlan, vectors: np.ndarray) -> ExemplarFace:
+        """vectors: the face's (D,) embedding or (V, D) views, as the identity test compares it."""
+        return ExemplarFace(p.row.face_id, p.row.content_hash, vectors, np.asarray(p.row.landmarks, np.float32))
 
     for p in plans.values():
         if p.action != "restore":
@@ -337,11 +381,15 @@ def _choose(plans: dict[str, FacePlan], k: int) -> None:
             p.reason = f"{p.reason}; restored without guidance (--exemplars 0)"
             continue
         mine = FaceQuality(**p.row.quality)
-        candidates = [as_exemplar(c, views=p.verified) for c in by_person.get(p.person, [])
+        # a verified (hence degraded) face is compared with each candidate's `identity_views`
+        candidates = [as_exemplar(c, identity_views(c.row) if p.verified else c.row.embedding)
+                      for c in by_person.get(p.person, [])
                       if c is not p and clearly_better(FaceQuality(**c.row.quality), mine)] if p.person else []
         gate = float("inf") if p.confirmed else _verified_gate(p, candidates) if p.verified else None
-        p.exemplars = choose_exemplars(as_exemplar(p), candidates, k=k, identity_gate=gate,
+        p.exemplars = choose_exemplars(as_exemplar(p, p.query), candidates, k=k, identity_gate=gate,
                                        space=p.row.embedder) if candidates else []
+        if p.exemplars and p.seen_again:
+            p.reason = f"{p.reason}; person verified on a second look (its restoration without guidance)"
         if not p.exemplars:
             why = p.verify_reason or "no face of this person is clearly better"
             unguided = (f"no exemplar ({why}): restored without guidance (if the album has sharp photos "

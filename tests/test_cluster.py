@@ -185,3 +185,39 @@ def test_two_degraded_faces_are_never_grouped_but_each_may_join_reliable_faces()
     faces.append(FaceRecord("s2", "p4", near(b, 0.05)))
     labels = group_faces(faces).labels
     assert labels["s1"] in (labels["d1"], labels["d2"]) and labels["d1"] != labels["d2"]
+
+
+def _fragments(rng: np.random.Generator, count: int, apart: float, size: int = 3) -> list[FaceRecord]:
+    """`count` tight fragments of `size` faces (one per photo) whose centres are all `apart`
+    from each other in cosine distance (a regular polygon around one direction)."""
+    u, e1, e2 = np.linalg.qr(rng.normal(size=(D, 3)))[0].T
+    chord = 2 - 2 * np.cos(2 * np.pi / count)  # squared distance between neighbouring unit polygon corners
+    s = np.sqrt(apart / (chord / 2 - apart))  # so that 1 - cos(centre_i, centre_j) = apart
+    faces = []
+    for k in range(count):
+        angle = 2 * np.pi * k / count
+        centre = _unit(u + s * (np.cos(angle) * e1 + np.sin(angle) * e2))
+        for j in range(size):
+            faces.append(FaceRecord(f"g{k}-{j}", f"photo-{k}-{j}", _unit(centre + 0.01 * _unit(rng.normal(size=D)))))
+    return faces
+
+
+def test_two_fragments_of_a_person_join_by_the_margin_rule(monkeypatch) -> None:
+    faces = _fragments(np.random.default_rng(3), 2, apart=0.09)  # beyond the linkage threshold, within the margin's
+    cal = calibration("dlib")
+    assert cal.group_distance < 0.09 < cal.margin_distance
+    assert len(group_faces(faces).people()) == 1
+    monkeypatch.setitem(CALIBRATIONS, "dlib", type(cal)(**{**cal.__dict__, "margin_ratio": 0.0}))
+    assert len(group_faces(faces).people()) == 2  # the linkage alone leaves them apart
+
+
+def test_fragments_about_as_near_each_other_stay_apart() -> None:
+    """Three fragments the same distance apart: each has a runner-up as near as its nearest."""
+    faces = _fragments(np.random.default_rng(4), 3, apart=0.09)
+    assert len(group_faces(faces).people()) == 3
+
+
+def test_the_margin_rule_never_joins_a_fragment_holding_a_degraded_face() -> None:
+    faces = _fragments(np.random.default_rng(3), 2, apart=0.09)
+    faces[-1] = FaceRecord(faces[-1].face_id, faces[-1].photo_id, faces[-1].embedding, degraded=True)
+    assert len(group_faces(faces).people()) == 2

@@ -89,8 +89,9 @@ def test_resolution_ladders_round_trip_and_old_indexes_gain_the_column(tmp_path)
     path = tmp_path / "i.sqlite"
     with AlbumIndex(path):
         pass
-    db = sqlite3.connect(path)  # an index of schema 1, before ladders: its face rows have 9 columns
+    db = sqlite3.connect(path)  # an index of schema 1, before ladders and looks: its face rows have 9 columns
     db.execute("ALTER TABLE faces DROP COLUMN ladder")
+    db.execute("DROP TABLE looks")
     db.execute("UPDATE meta SET value='1' WHERE key='schema_version'")
     old = _face("h0-0", "h0")
     db.execute("INSERT INTO faces VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -106,6 +107,24 @@ def test_resolution_ladders_round_trip_and_old_indexes_gain_the_column(tmp_path)
         face.ladder = np.random.default_rng(5).random((3, 128)).astype(np.float32)
         ix.store_analysis("h1", "k", (100, 80), "ok", "", [face])
         assert np.array_equal(ix.faces(["h1"])[0].ladder, face.ladder)
+
+
+def test_second_looks_are_kept_per_restorer_and_dropped_with_their_face(tmp_path):
+    path = tmp_path / "i.sqlite"
+    with AlbumIndex(path) as ix:
+        ix.store_analysis("h1", "k", (100, 80), "ok", "", [_face("h1-0", "h1"), _face("h1-1", "h1")])
+        ix.store_analysis("h2", "k", (100, 80), "ok", "", [_face("h2-0", "h2")])
+        rng = np.random.default_rng(1)
+        a, b, c = (rng.random(128).astype(np.float32) for _ in range(3))
+        ix.store_looks("model:aaa", {"h1-0": a, "h2-0": b})
+        ix.store_looks("model:bbb", {"h1-0": c})
+    with AlbumIndex(path) as ix:  # kept across connections
+        assert sorted(ix.looks("model:aaa")) == ["h1-0", "h2-0"]
+        assert np.array_equal(ix.looks("model:aaa")["h1-0"], a) and np.array_equal(ix.looks("model:bbb")["h1-0"], c)
+        assert ix.looks("other") == {}
+        assert np.array_equal(ix.looks()["h1-0"], a)  # any restorer: the first key by name
+        ix.store_analysis("h1", "k2", (100, 80), "ok", "", [_face("h1-0", "h1")])  # analysed again
+        assert sorted(ix.looks()) == ["h2-0"]  # a look belongs to the analysis it was made from
 
 
 def test_analyses_stored_in_one_transaction_commit_or_roll_back_together(tmp_path):

@@ -207,3 +207,50 @@ def test_other_identity_weights_redo_the_analysis(album_copy, analysed_index, ra
     analysed.clear()
     Pipeline(album_copy, _settings(out, random_weights)).run()
     assert analysed == []
+
+
+def test_faces_no_person_verifies_get_a_second_look_kept_in_the_index(restored):
+    """The group print's three damaged faces are verified as nobody: each restoration is
+    embedded (a second look) and kept, so the re-run above has nothing left to look at."""
+    from albumfix.album.index import AlbumIndex
+
+    out, report, pipeline = restored
+    faces = {f["id"]: f for p in report.to_json()["photos"] for f in p["faces"]}
+    with AlbumIndex(out / ".albumfix" / "index.sqlite") as ix:
+        looks = ix.looks(pipeline._look_key)
+    unverified = {fid for fid, f in faces.items() if f["unguided"] == "not_verified"}
+    assert unverified and unverified <= set(looks)
+    assert all(faces[fid]["action"] == "restore" and faces[fid]["unguided"] for fid in looks)
+    assert all(v.shape == (128,) and abs(np.linalg.norm(v) - 1) < 1e-4 for v in looks.values())
+
+
+def test_a_second_look_that_verifies_redoes_the_photo_in_the_same_run(album_copy, analysed_index, random_weights,
+                                                                      tmp_path, monkeypatch):
+    """A look that verifies a face (here the second look at one face of the group print is made
+    to be the Oval Office face: the random restorer's own look would verify nobody) guides it in
+    the same run; each photo is published once, with its final report; a re-run does nothing."""
+    from albumfix.album.index import AlbumIndex
+    from albumfix.stages import compose
+
+    with AlbumIndex(analysed_index) as ix:
+        sharp = {r.face_id: r.embedding for r in ix.faces()}["a42b31c9801033ec-0"]
+    real_paste = compose._paste
+
+    def paste(photo, pixels, face, *rest):
+        pasted, guard, look = real_paste(photo, pixels, face, *rest)
+        return pasted, guard, (sharp.copy() if face.task.face_id == "c5c1d97c41e94ef6-1" else look)
+
+    monkeypatch.setattr(compose, "_paste", paste)
+    out = seeded_output(analysed_index, tmp_path / "out")
+    published = []
+    pipeline = Pipeline(album_copy, _settings(out, random_weights, restore="all"),
+                        on_photo=lambda r: published.append(json.loads(json.dumps(r.to_json()))))
+    report = pipeline.run().to_json()
+    face = {f["id"]: f for p in report["photos"] for f in p["faces"]}["c5c1d97c41e94ef6-1"]
+    assert face["person"] == "a42b31c9801033ec-0" and face["restored"]["exemplar"] in {
+        "a42b31c9801033ec-0", "cdb8fe2b39a32670-0"}
+    assert "second look" in face["reason"] and face["unguided"] in (None, "guard_rejected")
+    by_path = lambda photos: sorted(photos, key=lambda p: p["path"])  # noqa: E731
+    assert by_path(published) == by_path(report["photos"])  # each photo once, with its final report
+    again = Pipeline(album_copy, _settings(out, random_weights, restore="all"))
+    assert again.run().to_json()["photos"] == report["photos"] and again.models._engine is None

@@ -26,10 +26,11 @@ def _row(face_id: str, embedding: np.ndarray, rng: np.random.Generator, sharp: b
                    _quality(0.9, 0.5) if sharp else _quality(0.1, 0.05), ladder)
 
 
-def _plan(tmp_path, with_ladders: bool):
+def _plan(tmp_path, with_ladders: bool, look_near: str | None = None, look_distance: float = 0.03):
     """Two people of three sharp faces each, mutually near, and one degraded face at about 0.111
     from A's faces and 0.120 from B's as embedded (too near to tell); A's faces seen at lower
-    resolution lie at 0.04."""
+    resolution lie at 0.04. look_near: give the degraded face a second look `look_distance` from
+    the mean of that person's faces (None: no look)."""
     rng = np.random.default_rng(21)
     query = _unit(rng.normal(size=128))
     rows = [_row("q", query, rng, sharp=False)]
@@ -40,10 +41,14 @@ def _plan(tmp_path, with_ladders: bool):
             ladder = np.stack([_at_distance(query, lowered, rng) for _ in range(3)])
             rows.append(_row(f"{person}{k}", _unit(centre + 0.1 * spread), rng, sharp=True,
                              ladder=ladder if with_ladders else None))
-    with AlbumIndex(tmp_path / f"i{with_ladders}.sqlite") as ix:
+    looks = None
+    if look_near:
+        mean = _unit(np.mean([r.embedding for r in rows if r.face_id.startswith(look_near)], axis=0))
+        looks = {"q": _at_distance(mean, look_distance, rng).astype(np.float32)}
+    with AlbumIndex(tmp_path / f"i{with_ladders}{look_near}{look_distance}.sqlite") as ix:
         for r in rows:
             ix.store_analysis(r.content_hash, "k", (100, 100), "ok", "", [r])
-        return build_plan(ix, ix.faces(), Settings(), NoProgress())
+        return build_plan(ix, ix.faces(), Settings(), NoProgress(), looks=looks)
 
 
 def test_a_degraded_face_is_verified_by_the_sharp_faces_seen_at_its_resolution(tmp_path):
@@ -56,6 +61,23 @@ def test_a_degraded_face_is_verified_by_the_sharp_faces_seen_at_its_resolution(t
     assert face.verified and face.person == people["a0"] == people["a1"] != people["b0"]
     assert face.exemplars and all(c.face_id.startswith("a") for c in face.exemplars)
     assert face.exemplars[0].identity_distance < 0.05  # measured at the nearest view
+
+
+def test_a_face_no_person_verifies_asks_for_a_second_look_and_is_verified_by_it(tmp_path):
+    first = _plan(tmp_path, with_ladders=False).faces["q"]
+    assert first.unguided == "not_verified" and first.wants_look and not first.seen_again
+    for person in ("a", "b"):  # the look decides, whichever person it is near
+        plan = _plan(tmp_path, with_ladders=False, look_near=person)
+        face = plan.faces["q"]
+        assert face.verified and face.seen_again and not face.wants_look
+        assert face.person == plan.faces[f"{person}0"].person and "second look" in face.reason
+        assert face.exemplars and all(c.face_id.startswith(person) for c in face.exemplars)
+        assert np.array_equal(face.query, face.look)  # identity tests compare the look
+    far = _plan(tmp_path, with_ladders=False, look_near="a", look_distance=0.08).faces["q"]
+    assert not far.verified and "> gate 0.07" in far.verify_reason and "second look" in far.verify_reason
+    sharp = _plan(tmp_path, with_ladders=True, look_near="b").faces["q"]
+    assert sharp.verified and not sharp.seen_again  # its own embedding verified it: the look is not used
+    assert all(c.face_id.startswith("a") for c in sharp.exemplars)
 
 
 def test_identity_views_are_the_embedding_then_the_ladder():

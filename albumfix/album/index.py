@@ -5,6 +5,8 @@ It makes every stage resumable and incremental:
 - `photos` + `faces`: analysis results per *content hash* and analysis-settings key;
 - `assignments`, `people`, `constraints`: grouping, with manual corrections that re-grouping
   never overwrites;
+- `looks`: a second look at a damaged face: the identity embedding of its restoration without
+  guidance, per restorer (albumfix.plan verifies the face again with it); dropped with the face;
 - `outputs`: per album path, the key of the inputs+settings its output was made from, and whether
   the write finished (`pending` rows mark a write a killed run may have left half done).
 
@@ -46,6 +48,11 @@ MIGRATIONS: list[str] = [
     """,
     # 2: each sharp face's resolution ladder (R x D float32, NULL when none)
     "ALTER TABLE faces ADD COLUMN ladder BLOB",
+    # 3: second looks (D float32 embeddings of unguided restorations, per restorer key)
+    """
+    CREATE TABLE looks (face_id TEXT NOT NULL, look_key TEXT NOT NULL, embedding BLOB NOT NULL,
+                        PRIMARY KEY (face_id, look_key));
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -163,6 +170,7 @@ class AlbumIndex:
             for face_id in old:
                 if face_id not in keep:
                     self.db.execute("DELETE FROM assignments WHERE face_id=? AND manual=0", (face_id,))
+                self.db.execute("DELETE FROM looks WHERE face_id=?", (face_id,))
             self.db.execute("DELETE FROM faces WHERE content_hash=?", (content_hash,))
             self.db.execute(
                 "INSERT OR REPLACE INTO photos VALUES (?, ?, ?, ?, ?, ?)",
@@ -183,6 +191,19 @@ class AlbumIndex:
         rows = self.db.execute("SELECT * FROM faces ORDER BY face_id").fetchall()
         wanted = set(content_hashes) if content_hashes is not None else None
         return [_face_row(r) for r in rows if wanted is None or r[1] in wanted]
+
+    def store_looks(self, look_key: str, looks: dict[str, np.ndarray]) -> None:
+        """Keep second looks (face id -> (D,) float32 unit embedding) made by restorer `look_key`."""
+        with self.transaction():
+            self.db.executemany("INSERT OR REPLACE INTO looks VALUES (?, ?, ?)",
+                                [(fid, look_key, np.asarray(v, np.float32).tobytes()) for fid, v in sorted(looks.items())])
+
+    def looks(self, look_key: str | None = None) -> dict[str, np.ndarray]:
+        """face id -> (D,) float32 second look made by restorer `look_key` (None: by any restorer;
+        one per face, of the first key by name)."""
+        rows = self.db.execute("SELECT face_id, look_key, embedding FROM looks ORDER BY face_id, look_key DESC")
+        return {fid: np.frombuffer(blob, np.float32).copy() for fid, key, blob in rows
+                if look_key is None or key == look_key}
 
     # --- grouping ----------------------------------------------------------------------------
     def assignments(self) -> dict[str, tuple[str, bool]]:

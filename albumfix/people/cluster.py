@@ -13,6 +13,11 @@ Algorithm (deterministic: faces are processed in ``face_id`` order whatever the 
    threshold if at least one of their pairs does, so these links hold every candidate merge
    (up to the cap of k links per face, which bounds memory at O(N k)).
 2. Groups merge closest-first (average linkage) while their distance is within the threshold.
+   Then fragments of one person join by a margin rule (the one verification applies to a face,
+   albumfix.people.verify, here to groups): two groups that are each other's nearest allowed
+   group, within ``margin_distance``, merge when both runner-ups are at least ``margin_ratio``
+   times as far and neither holds a degraded face (those join a person by verification only); rounds repeat until none merges (each round one nearest-group search over the
+   groups' mean vectors, whose inner products are exactly average linkage).
 3. Cannot-link: a merge is refused when it would put two faces of one photo, two degraded
    faces, or a must-not-link pair, into one person (each face carries "tokens": its photo, one
    token shared by all degraded faces, and its must-not-link pairs; two groups that share a
@@ -37,6 +42,8 @@ from typing import Sequence
 
 import numpy as np
 
+FRAGMENT_NEIGHBOURS = 8  # nearest groups searched per group in a round of the margin rule
+
 
 @dataclass(frozen=True)
 class SpaceCalibration:
@@ -46,12 +53,16 @@ class SpaceCalibration:
     exemplar_distance: stricter gate between an LQ face and an exemplar of its person.
     neighbors: k of the candidate k-NN graph.
     source: how the numbers were obtained.
+    margin_distance, margin_ratio: the margin rule joining fragments of a person (module
+    docstring, step 2); margin_ratio 0 turns it off.
     """
 
     group_distance: float
     exemplar_distance: float
     neighbors: int
     source: str
+    margin_distance: float = 0.0
+    margin_ratio: float = 0.0
 
 
 CALIBRATIONS: dict[str, SpaceCalibration] = {
@@ -60,14 +71,20 @@ CALIBRATIONS: dict[str, SpaceCalibration] = {
         exemplar_distance=0.04,
         neighbors=32,
         source="benchmarks/bench_grouping.py on the tuning half of LFW + CelebA identities: best "
-        "recall with pairwise precision >= 0.995; exemplar same-person rate >= 0.999",
+        "recall with pairwise precision >= 0.995; exemplar same-person rate >= 0.999; the margin "
+        "rule by benchmarks/calibrate_grouping.py on three albums of training people",
+        margin_distance=0.12,
+        margin_ratio=1.15,
     ),
     "arcface": SpaceCalibration(
         group_distance=0.5,
         exemplar_distance=0.4,
         neighbors=32,
         source="not measured (no ArcFace model files offline): Immich's max distance 0.5, "
-        "exemplar gate kept stricter by the same rule as dlib's",
+        "exemplar gate kept stricter by the same rule as dlib's; the margin rule's distance is "
+        "verification's gate in this space, its ratio dlib's",
+        margin_distance=0.6,
+        margin_ratio=1.15,
     ),
 }
 
@@ -192,8 +209,10 @@ def _group(
     colour_of = {person: i for i, person in enumerate(people)}
     colour = np.array([colour_of.get(overrides.pinned.get(r.face_id), -1) for r in records])
     rows, cols = _knn_links(emb, cal.neighbors, threshold)
-    engine = _Agglomeration(emb, _tokens(records, overrides.cannot_link), colour)
-    owner = engine.run(rows, cols, threshold)
+    engine = _Agglomeration(emb, _tokens(records, overrides.cannot_link), colour,
+                            np.array([r.degraded for r in records], bool))
+    engine.run(rows, cols, threshold)
+    owner = engine.join_fragments(cal.margin_distance, cal.margin_ratio) if cal.margin_ratio else engine.owner
     return _name_people(records, owner, engine.colour, people)
 
 
@@ -259,9 +278,11 @@ class _Agglomeration:
     out forbidden, need a new scan.
     """
 
-    def __init__(self, emb: np.ndarray, tokens: list[set[int]], colour: np.ndarray) -> None:
-        """emb: (N, D) unit rows; tokens: per face; colour: (N,) int, -1 for unpinned faces."""
+    def __init__(self, emb: np.ndarray, tokens: list[set[int]], colour: np.ndarray, degraded: np.ndarray) -> None:
+        """emb: (N, D) unit rows; tokens: per face; colour: (N,) int, -1 for unpinned faces;
+        degraded: (N,) bool, the faces whose embedding is unreliable (FaceRecord.degraded)."""
         n = emb.shape[0]
+        self.degraded = np.asarray(degraded, bool).copy()
         self.owner = np.arange(n)
         self.sums = emb.copy()
         self.count = np.ones(n)
@@ -321,21 +342,55 @@ class _Agglomeration:
                 heapq.heappush(self.heap, (float(d[i]), a, b, int(self.version[a]), int(self.version[b])))
                 return
 
-    def _merge(self, a: int, b: int) -> None:
-        """Merges groups a and b into the one with more neighbours, then rescans what changed."""
-        if (len(self.adj[a]), -a) < (len(self.adj[b]), -b):
-            a, b = b, a
+    def join_fragments(self, distance: float, ratio: float) -> np.ndarray:
+        """After `run`: the margin rule's rounds (module docstring, step 2) over the groups;
+        returns (N,) int64 group id per face."""
+        from albumfix.people.neighbours import nearest
+
+        while True:
+            groups = np.flatnonzero(self.count > 0)
+            if len(groups) < 2:
+                return self.owner
+            means = self.sums[groups] / self.count[groups, None]
+            dist, idx = nearest(means, means, min(FRAGMENT_NEIGHBOURS, len(groups)))
+            first: dict[int, tuple[float, int]] = {}
+            runner_up: dict[int, float] = {}
+            for row, a in enumerate(groups.tolist()):
+                found = [(float(d), int(groups[j])) for d, j in zip(dist[row], idx[row])
+                         if j >= 0 and groups[j] != a and self._allowed(a, int(groups[j]))][:2]
+                if found:
+                    first[a] = found[0]
+                    runner_up[a] = found[1][0] if len(found) > 1 else float("inf")
+            pairs = [(a, b) for a, (d, b) in first.items()
+                     if a < b and first.get(b, (0.0, -1))[1] == a and d <= distance
+                     and not self.degraded[a] and not self.degraded[b]
+                     and min(runner_up[a], runner_up[b]) >= ratio * d]
+            if not pairs:
+                return self.owner
+            for a, b in pairs:
+                self._combine(a, b)
+
+    def _combine(self, a: int, b: int) -> None:
+        """Group b's faces, sums, tokens and colour join group a's (b is left empty)."""
         ca, cb = int(self.colour[a]), int(self.colour[b])
         if max(ca, cb) >= 0 and min(ca, cb) < 0:
             self.colour_toks[max(ca, cb)] |= self.toks[a] if ca < 0 else self.toks[b]
         self.colour[a] = max(ca, cb)
         self.sums[a] += self.sums[b]
         self.count[a] += self.count[b]
+        self.count[b] = 0
+        self.degraded[a] |= self.degraded[b]
         self.owner[self.members[b]] = a
         self.members[a].extend(self.members[b])
         self.members[b] = []
         self.toks[a] |= self.toks[b]
         self.toks[b] = set()
+
+    def _merge(self, a: int, b: int) -> None:
+        """Merges groups a and b into the one with more neighbours, then rescans what changed."""
+        if (len(self.adj[a]), -a) < (len(self.adj[b]), -b):
+            a, b = b, a
+        self._combine(a, b)
         self.version[a] += 1
         self.version[b] += 1
         gone = self.adj.pop(b)

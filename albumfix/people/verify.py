@@ -20,7 +20,7 @@ Thresholds: `CALIBRATIONS`, by `benchmarks/calibrate_verify.py`; history in docs
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Collection, Sequence
 
 import numpy as np
@@ -32,7 +32,10 @@ class VerifyCalibration:
     nearest distance ratio (1: no ratio test); lone_ratio: the same when the nearest person's
     distance rests on one compared face; nearest: faces per person averaged; min_faces: the
     accepted person must have this many faces in other photos (compared or not): a person seen
-    once, often a bystander, is too weak a witness (it still competes)."""
+    once, often a bystander, is too weak a witness (it still competes); look_gate: the gate of a
+    second look (the embedding of a face's restoration, albumfix.plan): it must be as near its
+    person as a sharp face of them would be grouped with them (the grouping distance), since a
+    restoration looks sharp whoever it is."""
 
     gate: float
     margin: float
@@ -41,15 +44,17 @@ class VerifyCalibration:
     source: str
     ratio: float = 1.0
     lone_ratio: float = 1.0
+    look_gate: float = 0.0
 
 
 CALIBRATIONS: dict[str, VerifyCalibration] = {
     "dlib": VerifyCalibration(gate=0.12, margin=0.0075, nearest=3, min_faces=2, ratio=1.25, lone_ratio=1.3,
-                              source="benchmarks/calibrate_verify.py on four albums of training people "
-                                     "(docs/CALIBRATION.md)"),
-    "arcface": VerifyCalibration(gate=0.6, margin=0.1, nearest=3, min_faces=2,
+                              look_gate=0.07,
+                              source="benchmarks/calibrate_verify.py on four albums of training people; "
+                                     "the look gate by benchmarks/score_guidance.py on three (docs/CALIBRATION.md)"),
+    "arcface": VerifyCalibration(gate=0.6, margin=0.1, nearest=3, min_faces=2, look_gate=0.5,
                                  source="not measured (no ArcFace model offline): scaled from dlib by the "
-                                        "ratio of the grouping thresholds"),
+                                        "ratio of the grouping thresholds; the look gate is the grouping distance"),
 }
 
 
@@ -94,6 +99,7 @@ def verify_people(
     ranked: int = 3,
     excluded: Sequence[Collection[str]] | None = None,
     witnesses: np.ndarray | None = None,
+    gate: float | None = None,
 ) -> list[Verification]:
     """Verify each query face against the people of the album.
 
@@ -107,8 +113,9 @@ def verify_people(
     ranked: candidates kept per query; excluded: (Q,) the people each query cannot be (another
     face of its photo is that person: albumfix.people.context.photo_cannot_link), set to an
     infinite distance; None: none; witnesses: (N,) bool, the faces `allowed` admits for some
-    query (None: all). A query that is itself among `faces` sits in its own photo, which never
-    counts. Returns one Verification per query.
+    query (None: all); gate: the rule's gate for these queries (None: the calibrated one; the
+    plan passes the look gate for second looks). A query that is itself among `faces` sits in its
+    own photo, which never counts. Returns one Verification per query.
 
     Cost: a query is compared, face by face, with every face of the CANDIDATE_PEOPLE people
     whose views come first among its CANDIDATE_VIEWS nearest witness views; every other person is
@@ -121,6 +128,7 @@ def verify_people(
     those people, not Q x N.
     """
     cal = CALIBRATIONS.get(space, CALIBRATIONS["dlib"])
+    cal = cal if gate is None else replace(cal, gate=gate)
     people = sorted(set(face_people))
     if not len(queries):
         return []

@@ -41,15 +41,18 @@ def compose_photo(photo: imageio.Photo, source: Path, target: Path, faces: list[
                   settings: Settings, out: Path, model_name: str, embedder: Callable[[], object]) -> dict:
     """Paste `faces` into `photo` (decoded from `source`), write it to `target` atomically with
     the source's metadata and times, and each face's strip under `out`. embedder(): the
-    analyzer's embedding part, for the guard (called only when the guard runs). Returns face id
-    -> the restoration's facts (the run JSON's `restored`)."""
+    analyzer's embedding part, for the guard and second looks (called only when one runs).
+    Returns (face id -> the restoration's facts (the run JSON's `restored`), face id -> (D,)
+    second look of each face whose task asked for one)."""
     from albumfix.restore.blend import detect_tone, face_strip
 
     pixels = photo.pixels
     tone = detect_tone(pixels)  # once per photo: it reads the whole scan
-    info = {}
+    info, looks = {}, {}
     for face in faces:
-        pasted, guard = _paste(photo, pixels, face, tone, settings, embedder)
+        pasted, guard, look = _paste(photo, pixels, face, tone, settings, embedder)
+        if look is not None:
+            looks[face.task.face_id] = look
         if pasted is not None:
             pixels = pasted
         strip = face_strip(face.lq, face.ref, face.image)
@@ -67,13 +70,15 @@ def compose_photo(photo: imageio.Photo, source: Path, target: Path, faces: list[
             **({"guard": guard.to_json()} if guard else {}),
         }
     imageio.write_photo(photo, pixels, target, os.stat(source))
-    return info
+    return info, looks
 
 
 def _paste(photo: imageio.Photo, pixels: np.ndarray, face: FaceToPaste, tone: str, settings: Settings,
            embedder: Callable[[], object]):
     """Paste one restored face; with the guard on (the default), at the highest strength that
-    keeps the face its person's and no less sharp (albumfix.guard). -> (pixels or None, GuardResult or None)."""
+    keeps the face its person's and no less sharp (albumfix.guard); when the task asks for a
+    second look, the face's embedding with the restoration pasted whole (strength 1, as the guard
+    would see it). -> (pixels or None, GuardResult or None, (D,) look or None)."""
     from albumfix.faces.align import source_region
     from albumfix.faces.quality import lacks_detail
     from albumfix.guard import guard_face
@@ -89,16 +94,22 @@ def _paste(photo: imageio.Photo, pixels: np.ndarray, face: FaceToPaste, tone: st
     def final(strength: float) -> np.ndarray:
         return paste(strength, keep_detail=real_detail)
 
-    if not settings.guard or task.embedding is None:
-        return final(settings.strength), None
+    guarded = settings.guard and task.embedding is not None
+    if not guarded and not task.look:
+        return final(settings.strength), None, None
     embed = embedder()  # the space the stored embeddings are in
     # the guard looks at the face's own region only (the crop square), whatever the photo's size
     x0, y0, x1, y1 = source_region(face.transform, *pixels.shape[:2])
     offset = np.array([x0, y0], np.float32)
     landmarks = task.landmarks - offset
     box = FaceBox(tuple(np.asarray(task.box) - np.tile(offset, 2)), 1.0, None, "stored")
-    refs = [e.embedding for e in task.exemplars if e.embedding is not None]
     to_rgb = lambda px: replace(photo, pixels=px[y0:y1, x0:x1]).rgb8()  # noqa: E731
-    return guard_face(paste, to_rgb, lambda rgb: embed.embed(rgb, [box], [landmarks])[0],
-                      to_rgb(pixels), landmarks, task.embedding, refs, settings.strength, space=task.space,
-                      final=final, detail=task.detail)  # judged on the restorer's own output, without the kept detail
+    embed_face = lambda rgb: embed.embed(rgb, [box], [landmarks])[0]  # noqa: E731
+    look = np.asarray(embed_face(to_rgb(paste(1.0))), np.float32) if task.look else None
+    if not guarded:
+        return final(settings.strength), None, look
+    refs = [e.embedding for e in task.exemplars if e.embedding is not None]
+    pasted, guard = guard_face(paste, to_rgb, embed_face, to_rgb(pixels), landmarks, task.embedding, refs,
+                               settings.strength, space=task.space, final=final,
+                               detail=task.detail)  # judged on the restorer's own output, without the kept detail
+    return pasted, guard, look

@@ -121,14 +121,17 @@ class Outcomes:
         log.warning("%s: %s", report.path, reason)
         self.publish(report)
 
-    def finish(self, ix: AlbumIndex, row: OutputRow, report: PhotoReport, status: str, restored: dict) -> None:
+    def finish(self, ix: AlbumIndex, row: OutputRow, report: PhotoReport, status: str, restored: dict,
+               publish: bool = True) -> None:
         """The photo's output is written: its row done with `restored` (per face id, the
-        restoration's facts), its report `status`."""
+        restoration's facts), its report `status`; published unless `publish` is false (a
+        later pass may redo it)."""
         report.status = status
         row.state, row.status = "done", status
         row.detail = {"reason": report.reason, "restored": restored}
         ix.mark_output(row)
-        self.publish(report)
+        if publish:
+            self.publish(report)
 
     def publish(self, report: PhotoReport) -> None:
         """Hand a photo's final report to `on_photo`, once."""

@@ -44,7 +44,8 @@ class ExemplarRef:
 class FaceTask:
     """One face to restore: (68, 2) landmarks and (4,) box in its photo (px), its stored unit
     embedding (D,) in `space` (None: none), its `edge_detail` (dimensionless) and its
-    exemplars, best first (empty: unguided)."""
+    exemplars, best first (empty: unguided); look: also return a second look at it (the
+    embedding of its restoration: albumfix.plan verifies it again with that)."""
 
     face_id: str
     landmarks: np.ndarray
@@ -53,6 +54,7 @@ class FaceTask:
     space: str
     detail: float
     exemplars: tuple[ExemplarRef, ...] = ()
+    look: bool = False
 
 
 @dataclass(frozen=True)
@@ -68,12 +70,14 @@ class PhotoTask:
 @dataclass
 class PhotoResult:
     """A photo's end in the restore stage. status: "restored" (its output written; restored:
-    face id -> the restoration's facts, the run JSON's `restored`) or "failed" (reason)."""
+    face id -> the restoration's facts, the run JSON's `restored`; looks: face id -> (D,)
+    float32 second look, for the faces whose task asked) or "failed" (reason)."""
 
     relpath: str
     status: str
     reason: str = ""
     restored: dict = field(default_factory=dict)
+    looks: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -225,8 +229,8 @@ class Restorer:
         faces = [FaceToPaste(fw.task, fw.transform, fw.jobs[0].lq, fw.jobs[0].ref, r.image, bool(r.guided), r.seconds)
                  for fw, r in zip(w.faces, results)]
         try:
-            info = compose_photo(w.photo, w.task.path, w.task.target, faces, self.settings, self.out,
-                                 self.models.model_name, lambda: self.models.analyzer().embedding_part)
+            info, looks = compose_photo(w.photo, w.task.path, w.task.target, faces, self.settings, self.out,
+                                        self.models.model_name, lambda: self.models.analyzer().embedding_part)
         except Exception as exc:
             return PhotoResult(w.task.relpath, "failed", photo_error(exc, "could not write output", self.index))
-        return PhotoResult(w.task.relpath, "restored", "", info)
+        return PhotoResult(w.task.relpath, "restored", "", info, looks)
