@@ -38,9 +38,10 @@ from albumfix.train.albums import load_manifest, match_faces
 
 
 def _plan(index: Path) -> Plan:
-    """The product's plan (default settings) on the index at `index` (which it updates)."""
+    """The product's plan (default settings, with the run's second looks) on the index at
+    `index` (which it updates)."""
     with AlbumIndex(index) as ix:
-        return build_plan(ix, ix.faces(), Settings(), NoProgress())
+        return build_plan(ix, ix.faces(), Settings(), NoProgress(), looks=ix.looks())
 
 
 def _guard_kept(run: dict) -> set[str]:

@@ -7,6 +7,8 @@ importing the package); albumfix runs them with onnxruntime on the CPU with its 
 The files are a Keras conversion of the original Caffe models, which were trained on images stored
 column-major: every input is (N, W, H, 3) (width first), RGB, scaled as (x - 127.5) / 128, and
 P-Net's maps come back (N, W', H', C).
+Licences: the package is MIT (its LICENSE file and classifier; the metadata's License field is
+empty), and so are the original models (Kaipeng Zhang's MTCNN_face_detection_alignment, MIT).
 
 Cascade (`MtcnnDetector.detect`: (H, W, 3) uint8 photo -> boxes in photo px):
 1. P-Net on an image pyramid from a face of ``min_face`` px (scale 12 / min_face) down by 0.709 per
