@@ -222,9 +222,10 @@ def _verify(plans: dict[str, FacePlan], rules=None) -> None:
     for space, members in _members_by_space(plans).items():
         pending = [p for p in members if p.action == "restore" and not p.confirmed and _degraded(p)]
         pending = _verify_passes(pending, members, space, rules, in_photo, second_look=False)
-        second = _verify_passes([p for p in pending if p.look is not None], members, space, rules, in_photo,
-                                second_look=True)
-        del second  # the faces no look verified keep their reasons
+        first_reason = {id(q): q.verify_reason for q in pending}
+        for q in _verify_passes([p for p in pending if p.look is not None], members, space, rules, in_photo,
+                                second_look=True):
+            q.verify_reason = f"{first_reason[id(q)]}; on a second look at its restoration, {q.verify_reason}"
         for q in pending:
             q.seen_again = q.verified
 
@@ -257,8 +258,6 @@ def _verify_passes(pending: list[FacePlan], members: list[FacePlan], space: str,
                 accepted.append((q, v.person))
             else:
                 q.verify_reason = v.reason or f"verified as another person than its group ({v.person})"
-                if second_look:
-                    q.verify_reason += " (also on a second look at its restoration)"
         if rules.cannot_link:
             clash = context.same_photo_conflicts([q.row.content_hash for q, _ in accepted],
                                                  [person for _, person in accepted])

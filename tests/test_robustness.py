@@ -85,7 +85,8 @@ def test_sigkill_at_any_moment_then_rerun_gives_identical_outputs(album_copy, ra
     """Killed at fractions of an uninterrupted run's time (startup and analysis included), and
     right after the first, second and third of its four restored photos is reported, so that
     three kills surely land mid-restore (checked on what they leave: some photos restored, not
-    all); every rerun ends with the uninterrupted run's outputs and JSON."""
+    all restored and reported; the third kill lands after the group print's second looks were
+    stored); every rerun ends with the uninterrupted run's outputs and JSON."""
     args = ["--weights", str(random_weights), "--restore", "all", "--no-cnn-fallback", "--batch-size", "1", "-q"]
     reference_out = tmp_path / "reference"
     started = time.perf_counter()
@@ -120,7 +121,9 @@ def test_sigkill_at_any_moment_then_rerun_gives_identical_outputs(album_copy, ra
         reported = [line["path"] for line in lines if line.get("status") == "restored"]
         on_disk = [path for path in restored if (out / path).is_file()]
         # the kill landed mid-restore: the photos reported restored are written, complete, and
-        # at least one photo still waits for its restoration
-        assert set(reported) <= set(on_disk) and count <= len(on_disk) < len(restored), on_disk
+        # at least one photo still waits for its restoration or for its report (the group
+        # print's is published after its faces' second looks, at the end of the run)
+        assert set(reported) <= set(on_disk) and count <= len(on_disk), on_disk
+        assert len(on_disk) < len(restored) or len(reported) < len(restored), (on_disk, reported)
         assert all((out / path).read_bytes() == expected_files[path] for path in on_disk)
         resume_and_compare(out, f"after {count} restored photos")
