@@ -236,6 +236,9 @@ def _verify_passes(pending: list[FacePlan], members: list[FacePlan], space: str,
     `second_look`, else by their own embeddings); returns those still not verified."""
     from albumfix.people import context
 
+    from albumfix.people.verify import CALIBRATIONS
+
+    look_gate = CALIBRATIONS.get(space, CALIBRATIONS["dlib"]).look_gate
     position = {id(m): i for i, m in enumerate(members)}
     for _ in range(max(1, rules.passes)):
         if not pending:
@@ -249,7 +252,8 @@ def _verify_passes(pending: list[FacePlan], members: list[FacePlan], space: str,
             [position[id(q)] for q in pending]) if rules.cannot_link else None
         results = _verify_each(pending, members, space, excluded=excluded,
                                chain_ratio=rules.chain_detail_ratio if rules.chain else None,
-                               second_look=second_look)
+                               vectors=[q.look for q in pending] if second_look else None,
+                               gate=look_gate if second_look else None)
         accepted: list[tuple[FacePlan, str]] = []
         for q, v in zip(pending, results):
             alone = sizes[q.person] == 1
@@ -283,16 +287,16 @@ def _members_by_space(plans: dict[str, FacePlan]) -> dict[str, list[FacePlan]]:
 
 def _verify_each(queries: list[FacePlan], members: list[FacePlan], space: str,
                  excluded: list[set[str]] | None = None, chain_ratio: float | None = None,
-                 second_look: bool = False) -> list:
+                 vectors: list[np.ndarray] | None = None, gate: float | None = None) -> list:
     """verify_people for each query against the usable faces clearly better than it (a query's
     own row sits in its own photo, which never counts); excluded: the people each query cannot
     be (None: none); chain_ratio: also against the verified faces with that much more detail
-    (albumfix.people.context.chain_witnesses; None: not); second_look: queried by their second
-    looks (each query has one) within the look gate, else by `FacePlan.query`. Witnesses are
-    chosen by the queries' own detail and size either way: a restoration is no better a witness
-    than its input."""
+    (albumfix.people.context.chain_witnesses; None: not); vectors: (D,) per query, what stands
+    for it (None: `FacePlan.query`, e.g. second looks); gate: the rule's gate (None: calibrated).
+    Witnesses are chosen by the queries' own detail and size whatever the vectors: a restoration
+    is no better a witness than its input."""
     from albumfix.faces.quality import better_than
-    from albumfix.people.verify import CALIBRATIONS, verify_people
+    from albumfix.people.verify import verify_people
 
     if not queries:
         return []
@@ -321,13 +325,12 @@ def _verify_each(queries: list[FacePlan], members: list[FacePlan], space: str,
     views = [identity_views(m.row) for m in members]
     width = max(len(v) for v in views)  # pad with the embedding again: a repeated view changes no minimum
     padded = np.stack([np.concatenate([v, np.repeat(v[:1], width - len(v), axis=0)]) for v in views])
-    vectors = [q.look if second_look else q.query for q in queries]
+    vectors = [q.query for q in queries] if vectors is None else vectors
     return verify_people(np.stack(vectors), [q.row.content_hash for q in queries],
                          padded, [m.row.content_hash for m in members],
                          [m.person for m in members], space=space,
                          allowed=lambda q, f: witness(f, q_detail[q], q_iod[q]), ranked=CANDIDATES,
-                         excluded=excluded, witnesses=witnesses,
-                         gate=CALIBRATIONS.get(space, CALIBRATIONS["dlib"]).look_gate if second_look else None)
+                         excluded=excluded, witnesses=witnesses, gate=gate)
 
 
 def identity_views(row: FaceRow) -> np.ndarray:
@@ -399,12 +402,14 @@ def _choose(plans: dict[str, FacePlan], k: int) -> None:
 
 def _rank_candidates(plans: dict[str, FacePlan], k: int) -> None:
     """For every face to restore: the CANDIDATES people nearest it by the album-wide rule's
-    per-person distance (the rule itself decides nothing here), each with their face nearest it;
-    and for one left without an exemplar, why (`_unguided_cause`). Run after `_choose`; with
-    guidance off (k = 0) no face is ranked."""
+    per-person distance (the rule itself decides nothing here), each with their face nearest it,
+    as seen by its second look where it has one (nearer its person than the damaged face; the
+    distances shown are the look's); and for one left without an exemplar, why
+    (`_unguided_cause`). Run after `_choose`; with guidance off (k = 0) no face is ranked."""
     for space, members in (_members_by_space(plans) if k else {}).items():
         queries = [p for p in members if p.action == "restore"]
-        for q, v in zip(queries, _verify_each(queries, members, space)):
+        vectors = [q.query if q.look is None else q.look for q in queries]
+        for q, v in zip(queries, _verify_each(queries, members, space, vectors=vectors)):
             q.candidates = [Candidate(c.person, c.distance, members[c.face].row.face_id) for c in v.candidates]
     for p in plans.values():
         if p.action == "restore" and not p.exemplars:

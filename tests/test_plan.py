@@ -75,6 +75,9 @@ def test_a_face_no_person_verifies_asks_for_a_second_look_and_is_verified_by_it(
         assert np.array_equal(face.query, face.look)  # identity tests compare the look
     far = _plan(tmp_path, with_ladders=False, look_near="a", look_distance=0.08).faces["q"]
     assert not far.verified and "> gate 0.07" in far.verify_reason and "second look" in far.verify_reason
+    # the people offered to confirm are ranked by the look, nearer its person than the damaged face
+    assert far.candidates[0].person == first.candidates[0].person == _plan(tmp_path, False).faces["a0"].person
+    assert far.candidates[0].distance < first.candidates[0].distance - 0.01
     sharp = _plan(tmp_path, with_ladders=True, look_near="b").faces["q"]
     assert sharp.verified and not sharp.seen_again  # its own embedding verified it: the look is not used
     assert all(c.face_id.startswith("a") for c in sharp.exemplars)

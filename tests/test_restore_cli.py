@@ -187,13 +187,17 @@ def test_dry_run_over_an_existing_index_changes_nothing_and_plans_the_real_run(
     assert all(p["reason"] == "dry run: nothing written" for p in data["photos"])
     # what it says it would do is what the same restore did for real (saved_faces), but for
     # what the real run's second looks added: restored faces no person verified were looked at
-    # again (no look verified one here), which a dry run cannot do
+    # again (no look verified one here; the people offered are ranked by the look), which a dry
+    # run cannot do
     second = re.compile(r"; on a second look at its restoration, [^)]*")
     real = json.loads(json.dumps(saved_faces[1]))
+    dry = {f["id"]: f for p in data["photos"] for f in p["faces"]}
     looked = [f for p in real["photos"] for f in p["faces"] if second.search(f["reason"])]
     assert looked and all(f["unguided"] == "not_verified" for f in looked)
     for f in looked:
         f["reason"] = second.sub("", f["reason"])
+        assert {c["person"] for c in f["candidates"]} <= {c["person"] for c in dry[f["id"]]["candidates"]}
+        f["candidates"] = dry[f["id"]]["candidates"]
     plan = lambda d: [(p["path"], p["status"], [{k: v for k, v in f.items() if k != "restored"}  # noqa: E731
                                                 for f in p["faces"]]) for p in d["photos"]]
     assert plan(data) == plan(real)
