@@ -199,46 +199,51 @@ def _degraded(p: FacePlan) -> bool:
 
 
 def _verify(plans: dict[str, FacePlan], rules=None) -> None:
-    """Attach each degraded face to restore to the person of the album it is verified against
-    (the margin rule of albumfix.people.verify, which survives damage), unless the user confirmed
-    its person. A face left alone by grouping joins that person; `verified` marks faces whose
-    person passed. Faces with detail keep the grouping and the strict exemplar gate: their
-    embeddings are reliable, and a person formed by grouping can hold two look-alikes.
+    """Attach each face to restore to the person of the album it is verified against (the margin
+    rule of albumfix.people.verify, which survives damage), unless the user confirmed its person.
+    A face left alone by grouping joins that person; `verified` marks faces whose person passed.
 
-    Album context (albumfix.people.context; rules: a ContextRules, None: its CONTEXT): the rule
-    runs in up to `rules.passes` passes over the faces not yet verified, each pass seeing what
-    the ones before settled: with `cannot_link`, the people of the reliable faces of a face's
-    photo are out of its running, and faces of one photo verified as one person in a pass are
-    all refused; with `chain`, faces verified earlier witness for the more damaged ones.
-    Then the faces still not verified that have a second look (`FacePlan.look`, the embedding of
-    their restoration without guidance, which the restorer brings nearer their person) go
-    through the same passes queried by it; `seen_again` marks those it verifies."""
+    Degraded faces (without detail) first, by their own embeddings. Album context
+    (albumfix.people.context; rules: a ContextRules, None: its CONTEXT): the rule runs in up to
+    `rules.passes` passes over the faces not yet verified, each pass seeing what the ones before
+    settled: with `cannot_link`, the people of the reliable faces of a face's photo are out of its
+    running, and faces of one photo verified as one person in a pass are all refused; with
+    `chain`, faces verified earlier witness for the more damaged ones. Then the degraded faces
+    still not verified that have a second look (`FacePlan.look`, the embedding of their
+    restoration without guidance, which the restorer brings nearer their person) go through the
+    same passes queried by it; `seen_again` marks those it verifies. Last, the faces to restore
+    that keep detail (damage that leaves noise or sharpening, e.g. phone snaps): their embeddings
+    are reliable, so a person formed by grouping keeps them, but one grouping left alone (or a
+    person without a clearly better face) gets one more chance by the rule. Second looks and
+    faces with detail are held to the sharp gate (the grouping distance)."""
     from albumfix.people import context
+    from albumfix.people.verify import CALIBRATIONS
 
     rules = rules or context.CONTEXT
     in_photo: dict[str, list[FacePlan]] = {}
     for o in plans.values():
         in_photo.setdefault(o.row.content_hash, []).append(o)
     for space, members in _members_by_space(plans).items():
-        pending = [p for p in members if p.action == "restore" and not p.confirmed and _degraded(p)]
-        pending = _verify_passes(pending, members, space, rules, in_photo, second_look=False)
+        sharp_gate = CALIBRATIONS.get(space, CALIBRATIONS["dlib"]).sharp_gate
+        to_verify = [p for p in members if p.action == "restore" and not p.confirmed]
+        pending = _verify_passes([p for p in to_verify if _degraded(p)], members, space, rules, in_photo)
         first_reason = {id(q): q.verify_reason for q in pending}
         for q in _verify_passes([p for p in pending if p.look is not None], members, space, rules, in_photo,
-                                second_look=True):
+                                by_look=True, gate=sharp_gate):
             q.verify_reason = f"{first_reason[id(q)]}; on a second look at its restoration, {q.verify_reason}"
         for q in pending:
             q.seen_again = q.verified
+        _verify_passes([p for p in to_verify if not _degraded(p)], members, space, rules, in_photo, gate=sharp_gate)
 
 
 def _verify_passes(pending: list[FacePlan], members: list[FacePlan], space: str, rules,
-                   in_photo: dict[str, list[FacePlan]], second_look: bool) -> list[FacePlan]:
-    """`_verify`'s passes over the faces `pending` (queried by their second looks when
-    `second_look`, else by their own embeddings); returns those still not verified."""
+                   in_photo: dict[str, list[FacePlan]], by_look: bool = False,
+                   gate: float | None = None) -> list[FacePlan]:
+    """`_verify`'s passes over the faces `pending` (queried by their second looks when `by_look`,
+    else by their own embeddings; gate: the rule's, None: calibrated); returns those still not
+    verified."""
     from albumfix.people import context
 
-    from albumfix.people.verify import CALIBRATIONS
-
-    look_gate = CALIBRATIONS.get(space, CALIBRATIONS["dlib"]).look_gate
     position = {id(m): i for i, m in enumerate(members)}
     for _ in range(max(1, rules.passes)):
         if not pending:
@@ -252,8 +257,7 @@ def _verify_passes(pending: list[FacePlan], members: list[FacePlan], space: str,
             [position[id(q)] for q in pending]) if rules.cannot_link else None
         results = _verify_each(pending, members, space, excluded=excluded,
                                chain_ratio=rules.chain_detail_ratio if rules.chain else None,
-                               vectors=[q.look for q in pending] if second_look else None,
-                               gate=look_gate if second_look else None)
+                               vectors=[q.look for q in pending] if by_look else None, gate=gate)
         accepted: list[tuple[FacePlan, str]] = []
         for q, v in zip(pending, results):
             alone = sizes[q.person] == 1

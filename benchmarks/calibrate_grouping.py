@@ -16,30 +16,14 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import shutil
 import sys
-import tempfile
 from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import calibrate_verify  # noqa: E402
 
-from albumfix.album.index import AlbumIndex  # noqa: E402
 from albumfix.people import cluster, verify  # noqa: E402
-from albumfix.plan import build_plan  # noqa: E402
-from albumfix.settings import Settings  # noqa: E402
-from albumfix.stages.context import NoProgress  # noqa: E402
-
-
-def regrouped_plan(work: Path):
-    """The plan of the album `work`'s scanned index with its automatic grouping made again
-    (the index itself is untouched)."""
-    with tempfile.TemporaryDirectory() as tmp:
-        shutil.copyfile(work / "out-scan" / ".albumfix" / "index.sqlite", Path(tmp) / "index.sqlite")
-        with AlbumIndex(Path(tmp) / "index.sqlite") as ix:
-            ix.replace_automatic_assignments({})
-            return build_plan(ix, ix.faces(), Settings(), NoProgress())
 
 
 def main() -> None:
@@ -48,14 +32,13 @@ def main() -> None:
     parser.add_argument("--distances", default=str(cluster.CALIBRATIONS["dlib"].margin_distance))
     parser.add_argument("--ratios", default="0,1.1,1.15,1.2,1.3")
     args = parser.parse_args()
-    calibrate_verify.real_plan = regrouped_plan  # score_plan builds its plan by this
     shipped, rule = cluster.CALIBRATIONS["dlib"], verify.CALIBRATIONS["dlib"]
     print(f"{'distance':>8} {'ratio':>5} {'guided':>9} {'wrong':>5}  per album grouping P/R")
     for distance, ratio in itertools.product(*(map(float, a.split(",")) for a in (args.distances, args.ratios))):
         cluster.CALIBRATIONS["dlib"] = replace(shipped, margin_distance=distance, margin_ratio=ratio)
         try:
-            runs = [calibrate_verify.score_plan(work, rule.gate, rule.margin, rule.ratio, rule.lone_ratio)
-                    for work in args.work]
+            runs = [calibrate_verify.score_plan(work, rule.gate, rule.margin, rule.ratio, rule.lone_ratio,
+                                                regroup=True) for work in args.work]
         finally:
             cluster.CALIBRATIONS["dlib"] = shipped
         guided, right = sum(r["guided"] for r in runs), sum(r["right"] for r in runs)

@@ -9,6 +9,8 @@ fine-tuning):
     albumfix scan runs/albums-train/album -o runs/albums-train/out-scan --json > runs/albums-train/scan.json
     python benchmarks/calibrate_verify.py runs/albums-train runs/albums-train2 runs/albums-train3 runs/albums-train4 \
         --gates 0.12 --margins 0.0075 --ratios 1.1,1.2,1.25,1.3 --lone-ratios 1.25,1.3,1.4
+    python benchmarks/calibrate_verify.py runs/phone-train0 runs/phone-train1 runs/phone-train2 --regroup \
+        --sharp-gates 0.05,0.07,0.09,0.12   # albums built with families=["phone-snap"]
 
 The shipped rule was chosen on four such albums (`build_albums(..., seed=0)` to `seed=3`, each
 in its own folder): other photos and other damage of the same people. One album alone is too
@@ -52,24 +54,29 @@ def album_truth(work: Path) -> tuple[dict[str, str], set[str]]:
     return truth, damaged
 
 
-def real_plan(work: Path):
+def real_plan(work: Path, regroup: bool = False):
     """albumfix.plan.build_plan on a copy of the album's scanned index, with the rules as they
-    stand (the index itself is untouched)."""
+    stand (the index itself is untouched); regroup: with the scan's automatic grouping cleared,
+    so that the plan groups the faces itself."""
     with tempfile.TemporaryDirectory() as tmp:
         shutil.copyfile(work / "out-scan" / ".albumfix" / "index.sqlite", Path(tmp) / "index.sqlite")
         with AlbumIndex(Path(tmp) / "index.sqlite") as ix:
+            if regroup:
+                ix.replace_automatic_assignments({})
             return build_plan(ix, ix.faces(), Settings(), NoProgress())
 
 
-def score_plan(work: Path, gate: float, margin: float, ratio: float = 1.0, lone_ratio: float | None = None) -> dict:
+def score_plan(work: Path, gate: float, margin: float, ratio: float = 1.0, lone_ratio: float | None = None,
+               sharp_gate: float | None = None, regroup: bool = False) -> dict:
     """The plan's figures on the benchmark album `work` with the rule at (gate, margin, ratio,
-    lone_ratio; None: the shipped lone ratio)."""
+    lone_ratio, sharp_gate; None: the shipped one); regroup: see `real_plan`."""
     truth, damaged = album_truth(work)
     saved = verify.CALIBRATIONS["dlib"]
     verify.CALIBRATIONS["dlib"] = replace(saved, gate=gate, margin=margin, ratio=ratio,
-                                          lone_ratio=saved.lone_ratio if lone_ratio is None else lone_ratio)
+                                          lone_ratio=saved.lone_ratio if lone_ratio is None else lone_ratio,
+                                          sharp_gate=saved.sharp_gate if sharp_gate is None else sharp_gate)
     try:
-        plan = real_plan(work)
+        plan = real_plan(work, regroup)
     finally:
         verify.CALIBRATIONS["dlib"] = saved
     guided = [f for f in plan.faces.values() if f.row.face_id in damaged and f.exemplars]
@@ -89,14 +96,18 @@ def main() -> None:
     parser.add_argument("--margins", default="0.005,0.01,0.015,0.02,0.03")
     parser.add_argument("--ratios", default="1.0")
     parser.add_argument("--lone-ratios", default=str(verify.CALIBRATIONS["dlib"].lone_ratio))
+    parser.add_argument("--sharp-gates", default=str(verify.CALIBRATIONS["dlib"].sharp_gate),
+                        help="gates for faces to restore that keep detail (and second looks, which a scan has none of)")
+    parser.add_argument("--regroup", action="store_true", help="clear the scan's automatic grouping first")
     args = parser.parse_args()
-    print(f"{'gate':>5} {'margin':>6} {'ratio':>5} {'lone':>5} {'guided':>9} {'wrong':>5} {'dmg-ex':>6} "
+    print(f"{'gate':>5} {'margin':>6} {'ratio':>5} {'lone':>5} {'sharp':>5} {'guided':>9} {'wrong':>5} {'dmg-ex':>6} "
           f"{'group P':>8} {'group R':>8}  per album guided-wrong")
-    grid = itertools.product(*(map(float, a.split(",")) for a in (args.gates, args.margins, args.ratios, args.lone_ratios)))
-    for gate, margin, ratio, lone in grid:
-        runs = [score_plan(work, gate, margin, ratio, lone) for work in args.work]
+    grid = itertools.product(*(map(float, a.split(",")) for a in (args.gates, args.margins, args.ratios,
+                                                                  args.lone_ratios, args.sharp_gates)))
+    for gate, margin, ratio, lone, sharp in grid:
+        runs = [score_plan(work, gate, margin, ratio, lone, sharp, args.regroup) for work in args.work]
         total = {k: sum(r[k] for r in runs) for k in ("damaged", "guided", "right", "damaged_exemplars")}
-        print(f"{gate:>5.3f} {margin:>6.4f} {ratio:>5.2f} {lone:>5.2f} {total['guided']:>4}/{total['damaged']:<4} "
+        print(f"{gate:>5.3f} {margin:>6.4f} {ratio:>5.2f} {lone:>5.2f} {sharp:>5.3f} {total['guided']:>4}/{total['damaged']:<4} "
               f"{total['guided'] - total['right']:>5} {total['damaged_exemplars']:>6} "
               f"{min(r['precision'] for r in runs):>8.3f} {min(r['recall'] for r in runs):>8.3f}  "
               + " ".join(f"{r['guided']}-{r['guided'] - r['right']}" for r in runs))

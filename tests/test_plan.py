@@ -26,14 +26,17 @@ def _row(face_id: str, embedding: np.ndarray, rng: np.random.Generator, sharp: b
                    _quality(0.9, 0.5) if sharp else _quality(0.1, 0.05), ladder)
 
 
-def _plan(tmp_path, with_ladders: bool, look_near: str | None = None, look_distance: float = 0.03):
+def _plan(tmp_path, with_ladders: bool, look_near: str | None = None, look_distance: float = 0.03,
+          query_detail: float = 0.05):
     """Two people of three sharp faces each, mutually near, and one degraded face at about 0.111
     from A's faces and 0.120 from B's as embedded (too near to tell); A's faces seen at lower
     resolution lie at 0.04. look_near: give the degraded face a second look `look_distance` from
-    the mean of that person's faces (None: no look)."""
+    the mean of that person's faces (None: no look); query_detail: the face's `edge_detail` (at
+    the default it lacks detail)."""
     rng = np.random.default_rng(21)
     query = _unit(rng.normal(size=128))
     rows = [_row("q", query, rng, sharp=False)]
+    rows[0].quality["detail"] = query_detail
     for person, distance, lowered in (("a", 0.11, 0.04), ("b", 0.112, 0.2)):
         centre = _at_distance(query, distance, rng)
         for k in range(3):
@@ -45,7 +48,7 @@ def _plan(tmp_path, with_ladders: bool, look_near: str | None = None, look_dista
     if look_near:
         mean = _unit(np.mean([r.embedding for r in rows if r.face_id.startswith(look_near)], axis=0))
         looks = {"q": _at_distance(mean, look_distance, rng).astype(np.float32)}
-    with AlbumIndex(tmp_path / f"i{with_ladders}{look_near}{look_distance}.sqlite") as ix:
+    with AlbumIndex(tmp_path / f"i{with_ladders}{look_near}{look_distance}{query_detail}.sqlite") as ix:
         for r in rows:
             ix.store_analysis(r.content_hash, "k", (100, 100), "ok", "", [r])
         return build_plan(ix, ix.faces(), Settings(), NoProgress(), looks=looks)
@@ -81,6 +84,17 @@ def test_a_face_no_person_verifies_asks_for_a_second_look_and_is_verified_by_it(
     sharp = _plan(tmp_path, with_ladders=True, look_near="b").faces["q"]
     assert sharp.verified and not sharp.seen_again  # its own embedding verified it: the look is not used
     assert all(c.face_id.startswith("a") for c in sharp.exemplars)
+
+
+def test_a_face_to_restore_that_keeps_detail_is_verified_at_the_sharp_gate(tmp_path):
+    """A damaged face whose damage leaves detail (0.3: not degraded, still far below its
+    witnesses') that grouping leaves alone is verified too, but only within the grouping distance."""
+    seen_near = _plan(tmp_path, with_ladders=True, query_detail=0.3).faces["q"]  # A's views at 0.04
+    assert seen_near.action == "restore" and seen_near.verified and not seen_near.seen_again
+    assert seen_near.exemplars and all(c.face_id.startswith("a") for c in seen_near.exemplars)
+    far = _plan(tmp_path, with_ladders=False, query_detail=0.3).faces["q"]  # A at 0.111: passes 0.12, not 0.07
+    assert not far.verified and not far.exemplars and "> gate 0.07" in far.verify_reason
+    assert not far.wants_look  # a face with detail is not looked at again
 
 
 def test_identity_views_are_the_embedding_then_the_ladder():

@@ -32,10 +32,11 @@ class VerifyCalibration:
     nearest distance ratio (1: no ratio test); lone_ratio: the same when the nearest person's
     distance rests on one compared face; nearest: faces per person averaged; min_faces: the
     accepted person must have this many faces in other photos (compared or not): a person seen
-    once, often a bystander, is too weak a witness (it still competes); look_gate: the gate of a
-    second look (the embedding of a face's restoration, albumfix.plan): it must be as near its
-    person as a sharp face of them would be grouped with them (the grouping distance), since a
-    restoration looks sharp whoever it is."""
+    once, often a bystander, is too weak a witness (it still competes); sharp_gate: the gate of a
+    query whose embedding is as reliable as a sharp face's (albumfix.plan: a face to restore that
+    keeps detail, or a second look, the embedding of a damaged face's restoration, which looks
+    sharp whoever it is): it must be as near its person as a sharp face of them would be grouped
+    with them (the grouping distance)."""
 
     gate: float
     margin: float
@@ -44,17 +45,18 @@ class VerifyCalibration:
     source: str
     ratio: float = 1.0
     lone_ratio: float = 1.0
-    look_gate: float = 0.0
+    sharp_gate: float = 0.0
 
 
 CALIBRATIONS: dict[str, VerifyCalibration] = {
     "dlib": VerifyCalibration(gate=0.12, margin=0.0075, nearest=3, min_faces=2, ratio=1.25, lone_ratio=1.3,
-                              look_gate=0.07,
+                              sharp_gate=0.07,
                               source="benchmarks/calibrate_verify.py on four albums of training people; "
-                                     "the look gate by benchmarks/score_guidance.py on three (docs/CALIBRATION.md)"),
-    "arcface": VerifyCalibration(gate=0.6, margin=0.1, nearest=3, min_faces=2, look_gate=0.5,
+                                     "the sharp gate by benchmarks/score_guidance.py and calibrate_grouping.py on six "
+                                     "(docs/CALIBRATION.md)"),
+    "arcface": VerifyCalibration(gate=0.6, margin=0.1, nearest=3, min_faces=2, sharp_gate=0.5,
                                  source="not measured (no ArcFace model offline): scaled from dlib by the "
-                                        "ratio of the grouping thresholds; the look gate is the grouping distance"),
+                                        "ratio of the grouping thresholds; the sharp gate is the grouping distance"),
 }
 
 
@@ -114,7 +116,7 @@ def verify_people(
     face of its photo is that person: albumfix.people.context.photo_cannot_link), set to an
     infinite distance; None: none; witnesses: (N,) bool, the faces `allowed` admits for some
     query (None: all); gate: the rule's gate for these queries (None: the calibrated one; the
-    plan passes the look gate for second looks). A query that is itself among `faces` sits in its
+    plan passes the sharp gate for faces with detail and second looks). A query that is itself among `faces` sits in its
     own photo, which never counts. Returns one Verification per query.
 
     Cost: a query is compared, face by face, with every face of the CANDIDATE_PEOPLE people
