@@ -36,7 +36,7 @@ help:
 	@echo "make train-identity  fine-tune the identity network for damaged faces (~12 min on 2 cores)"
 	@echo "make eval     evaluate the shipped weights on all held-out people (~10 min on 2 cores)"
 	@echo "make bench-albums  end-to-end album benchmark: whole damaged photos through albumfix restore"
-	@echo "make bench-probe   the same on an album of the probe family phone-snap (damage nothing was tuned on)"
+	@echo "make bench-probe   the same on an album of the probe family phone-snap (damage nothing was trained on)"
 	@echo "make sample-album  rebuild sample_album/ from its public-domain sources"
 	@echo "make readme-status the README's status table from docs/benchmarks/{albums,probe}-<version>.json"
 	@echo "make readme-figure the README's before/after picture (docs/before-after.jpg) from sample_album/"

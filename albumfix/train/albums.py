@@ -3,7 +3,7 @@
 `build_albums` makes, from identity folders `ROOT/<person>/*.jpg` (the people of the held-out
 split only, `person_split`), one album of whole photos: for every person one damaged photo (the
 damage families of `albumfix.degrade.PHOTO_FAMILIES` in turn, or the chosen `families`, e.g. the
-probe family "phone-snap" that nothing here was tuned on) and 3-5 of their other photos as
+probe family "phone-snap" that nothing here was trained on) and 3-5 of their other photos as
 they are, plus a few side-by-side photos of two people (damaged too). Each damaged photo has a
 ground truth: the clean photo with the same look (tone, fading, cast, vignette), so the judge is
 detail and identity, not tone. Faces are located in the clean photos with albumfix's own dlib
