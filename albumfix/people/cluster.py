@@ -344,31 +344,50 @@ class _Agglomeration:
 
     def join_fragments(self, distance: float, ratio: float) -> np.ndarray:
         """After `run`: the margin rule's rounds (module docstring, step 2) over the groups;
-        returns (N,) int64 group id per face."""
+        returns (N,) int64 group id per face.
+
+        The first round searches every group's FRAGMENT_NEIGHBOURS nearest groups. Average
+        linkage to a union is the size-weighted mean of the linkages to its parts, so a group
+        with no other group within `distance` never gets one: later rounds search only the
+        groups of sharp faces that had one (and what they became) against those and the groups
+        that lay within ratio x distance of them, which holds every nearest group and runner-up
+        the rule can use."""
         from albumfix.people.neighbours import nearest
 
-        while True:
-            groups = np.flatnonzero(self.count > 0)
-            if len(groups) < 2:
-                return self.owner
-            means = self.sums[groups] / self.count[groups, None]
-            dist, idx = nearest(means, means, min(FRAGMENT_NEIGHBOURS, len(groups)))
+        reach = ratio * distance
+        queries = base = np.flatnonzero(self.count > 0)
+        first_round = True
+        while len(queries) and len(base) >= 2:
+            means = self.sums[base] / self.count[base, None]
+            dist, idx = nearest(means, self.sums[queries] / self.count[queries, None],
+                                min(FRAGMENT_NEIGHBOURS, len(base)))
+            found = np.where(idx >= 0, base[np.maximum(idx, 0)], -1)  # (Q, K) group ids
+            other = (found >= 0) & (found != queries[:, None])
+            close = (other & (dist <= distance)).any(axis=1) & ~self.degraded[queries]
             first: dict[int, tuple[float, int]] = {}
             runner_up: dict[int, float] = {}
-            for row, a in enumerate(groups.tolist()):
-                found = [(float(d), int(groups[j])) for d, j in zip(dist[row], idx[row])
-                         if j >= 0 and groups[j] != a and self._allowed(a, int(groups[j]))][:2]
-                if found:
-                    first[a] = found[0]
-                    runner_up[a] = found[1][0] if len(found) > 1 else float("inf")
+            for row in np.flatnonzero(close).tolist():
+                a = int(queries[row])
+                near = [(float(d), int(b)) for d, b, ok in zip(dist[row], found[row], other[row])
+                        if ok and self._allowed(a, int(b))][:2]
+                if near:
+                    first[a] = near[0]
+                    runner_up[a] = near[1][0] if len(near) > 1 else float("inf")
             pairs = [(a, b) for a, (d, b) in first.items()
                      if a < b and first.get(b, (0.0, -1))[1] == a and d <= distance
                      and not self.degraded[a] and not self.degraded[b]
                      and min(runner_up[a], runner_up[b]) >= ratio * d]
-            if not pairs:
-                return self.owner
+            if first_round:
+                within = found[close][(dist[close] <= reach) & other[close]]
+                base = np.union1d(queries[close], within)
+                first_round = False
+            queries = queries[close]
             for a, b in pairs:
                 self._combine(a, b)
+            if not pairs:
+                break
+            queries, base = queries[self.count[queries] > 0], base[self.count[base] > 0]
+        return self.owner
 
     def _combine(self, a: int, b: int) -> None:
         """Group b's faces, sums, tokens and colour join group a's (b is left empty)."""
