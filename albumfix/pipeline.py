@@ -121,7 +121,8 @@ class Pipeline:
                 photo_files.setdefault(hashes[f.relpath], f)
         for digest, f in self._context(ix, others).items():
             photo_files.setdefault(digest, f)
-        plan = self._plan(ix, ix.faces(sorted(photo_files)))
+        faces = ix.faces(sorted(photo_files))
+        plan = self._plan(ix, faces)
         self._planned = (plan, photo_files)
         for relpath, digest in hashes.items():
             reports[relpath].faces = plan.face_reports(digest)
@@ -129,7 +130,7 @@ class Pipeline:
             looked = self._restore(ix, files, hashes, photo_files, plan, reports)
             if looked and not self.ctx.stop.requested:
                 # second looks verified in this run: plan again, redo the photos whose faces changed
-                plan = self._plan(ix, ix.faces(sorted(photo_files)))
+                plan = self._plan(ix, faces)
                 self._planned = (plan, photo_files)
                 again = [f for f in files if f.relpath in looked]
                 for f in again:

@@ -54,7 +54,7 @@ class FacePlan:
     person: str | None = None
     confirmed: bool = False
     verified: bool = False  # person passed the album-wide margin rule (albumfix.people.verify)
-    verify_reason: str = ""  # why not, for a degraded face that was checked
+    verify_reason: str = ""  # why not, for a face to restore that was checked
     look: np.ndarray | None = None  # (D,) its second look, when one is stored (`_verify`)
     seen_again: bool = False  # verified by its second look, not by its own embedding
     exemplars: list = field(default_factory=list)  # [ExemplarChoice], best first

@@ -107,8 +107,9 @@ def main() -> None:
     for gate, margin, ratio, lone, sharp in grid:
         runs = [score_plan(work, gate, margin, ratio, lone, sharp, args.regroup) for work in args.work]
         total = {k: sum(r[k] for r in runs) for k in ("damaged", "guided", "right", "damaged_exemplars")}
-        print(f"{gate:>5.3f} {margin:>6.4f} {ratio:>5.2f} {lone:>5.2f} {sharp:>5.3f} {total['guided']:>4}/{total['damaged']:<4} "
-              f"{total['guided'] - total['right']:>5} {total['damaged_exemplars']:>6} "
+        print(f"{gate:>5.3f} {margin:>6.4f} {ratio:>5.2f} {lone:>5.2f} {sharp:>5.3f} "
+              f"{total['guided']:>4}/{total['damaged']:<4} {total['guided'] - total['right']:>5} "
+              f"{total['damaged_exemplars']:>6} "
               f"{min(r['precision'] for r in runs):>8.3f} {min(r['recall'] for r in runs):>8.3f}  "
               + " ".join(f"{r['guided']}-{r['guided'] - r['right']}" for r in runs))
 

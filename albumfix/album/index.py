@@ -196,7 +196,8 @@ class AlbumIndex:
         """Keep second looks (face id -> (D,) float32 unit embedding) made by restorer `look_key`."""
         with self.transaction():
             self.db.executemany("INSERT OR REPLACE INTO looks VALUES (?, ?, ?)",
-                                [(fid, look_key, np.asarray(v, np.float32).tobytes()) for fid, v in sorted(looks.items())])
+                                [(fid, look_key, np.asarray(v, np.float32).tobytes())
+                                 for fid, v in sorted(looks.items())])
 
     def looks(self, look_key: str | None = None) -> dict[str, np.ndarray]:
         """face id -> (D,) float32 second look made by restorer `look_key` (None: by any restorer;

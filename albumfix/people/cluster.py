@@ -16,8 +16,9 @@ Algorithm (deterministic: faces are processed in ``face_id`` order whatever the 
    Then fragments of one person join by a margin rule (the one verification applies to a face,
    albumfix.people.verify, here to groups): two groups that are each other's nearest allowed
    group, within ``margin_distance``, merge when both runner-ups are at least ``margin_ratio``
-   times as far and neither holds a degraded face (those join a person by verification only); rounds repeat until none merges (each round one nearest-group search over the
-   groups' mean vectors, whose inner products are exactly average linkage).
+   times as far and neither holds a degraded face (those join a person by verification only);
+   rounds repeat until none merges (each round one nearest-group search over the groups' mean
+   vectors, whose inner products are exactly average linkage).
 3. Cannot-link: a merge is refused when it would put two faces of one photo, two degraded
    faces, or a must-not-link pair, into one person (each face carries "tokens": its photo, one
    token shared by all degraded faces, and its must-not-link pairs; two groups that share a
@@ -375,8 +376,7 @@ class _Agglomeration:
                     runner_up[a] = near[1][0] if len(near) > 1 else float("inf")
             pairs = [(a, b) for a, (d, b) in first.items()
                      if a < b and first.get(b, (0.0, -1))[1] == a and d <= distance
-                     and not self.degraded[a] and not self.degraded[b]
-                     and min(runner_up[a], runner_up[b]) >= ratio * d]
+                     and min(runner_up[a], runner_up[b]) >= ratio * d]  # first holds no degraded group
             if first_round:
                 within = found[close][(dist[close] <= reach) & other[close]]
                 base = np.union1d(queries[close], within)

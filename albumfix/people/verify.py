@@ -116,8 +116,8 @@ def verify_people(
     face of its photo is that person: albumfix.people.context.photo_cannot_link), set to an
     infinite distance; None: none; witnesses: (N,) bool, the faces `allowed` admits for some
     query (None: all); gate: the rule's gate for these queries (None: the calibrated one; the
-    plan passes the sharp gate for faces with detail and second looks). A query that is itself among `faces` sits in its
-    own photo, which never counts. Returns one Verification per query.
+    plan passes the sharp gate for faces with detail and second looks). A query that is itself
+    among `faces` sits in its own photo, which never counts. Returns one Verification per query.
 
     Cost: a query is compared, face by face, with every face of the CANDIDATE_PEOPLE people
     whose views come first among its CANDIDATE_VIEWS nearest witness views; every other person is
